@@ -21,6 +21,8 @@ setup(
         "paramiko>=3.4",
         "requests>=2.31",
         "pyyaml>=6",
+        # The archive writes with IfNoneMatch (write-once on S3), which needs a 2024+ botocore.
+        "boto3>=1.35",
         # The sandbox the demo runs against: an SFTP server and the LMS API (Starlette/uvicorn
         # already come with dagster-webserver; named here because our code imports them).
         "asyncssh>=2.14",

@@ -1,0 +1,173 @@
+"""`rostersync ...`: the commands a district IT admin or a data engineer runs.
+
+    rostersync generate --out DIR --students N --seed S     write a synthetic OneRoster 1.1 delivery
+    rostersync demo [--home DIR] [--students N] [--nights K] [--json] [--ui]
+                                                           a demo district synced end to end
+    rostersync sandbox lms [--home DIR | --db PATH] --port P --token T
+                                                           serve the sandbox LMS (what the demo's LMS received)
+
+Exit codes: 0 success, 1 the work failed (the output says why), 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from rostersync_assets.home import INSTANCE_CONFIG, RostersyncHome
+
+USAGE_ERROR = 2
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from rostersync_assets.sandbox.generator import generate_district, write_delivery
+
+    started = time.monotonic()
+    roster = generate_district(students=args.students, seed=args.seed, district=args.district)
+    paths = write_delivery(roster, Path(args.out))
+    _say(f"wrote {len(paths)} files to {Path(args.out).resolve()} in {time.monotonic() - started:.1f} s: {roster.summary()}")
+    return 0
+
+
+def _quiet_dagster() -> None:
+    """Dagster's preview/beta warnings are for developers; a demo user needs only our progress lines."""
+    warnings.filterwarnings("ignore", module="dagster")
+    warnings.filterwarnings("ignore", message=".*(preview|beta|Preview|Beta).*")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _quiet_dagster()
+    home = RostersyncHome.resolve(args.home).ensure()
+    os.environ.update(home.environment())
+    from rostersync_assets import demo
+
+    say = (lambda message: print(message, file=sys.stderr, flush=True)) if args.json else _say
+    started = time.monotonic()
+    try:
+        demo.reset_demo_home(home)
+        with demo.demo_servers(home) as (server, lms_url):
+            demo.register_demo_district(home, server)
+            say(f"home {home.root}: SFTP server on 127.0.0.1:{server.port}, sandbox LMS at {lms_url}")
+            report = demo.run_demo(home, students=args.students, nights=args.nights, seed=args.seed, say=say)
+            say(
+                f"demo finished in {time.monotonic() - started:.1f} s: the LMS "
+                + ("holds exactly the active records of the last delivery" if report.lms_matches_delivery
+                   else f"differs from the last delivery: {report.mismatches}")
+            )
+            if args.ui:
+                _serve_ui(home, args.ui_port, say)
+    except demo.DemoError as error:
+        print(f"rostersync demo: {error}", file=sys.stderr)
+        return 1
+    say(f"serve what the LMS received: rostersync sandbox lms --home {home.root} --port 8765 --token <any token>")
+    if args.json:
+        print(json.dumps(report.to_json(), sort_keys=True))
+    return 0 if report.ok else 1
+
+
+def _serve_ui(home: RostersyncHome, port: int, say) -> None:
+    """Run `dagster dev` on this home with the sensor running, until Ctrl-C (servers stay up too)."""
+    repo = INSTANCE_CONFIG.parent
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(repo / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
+    process = subprocess.Popen(command, cwd=repo, env=os.environ.copy(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    say(f"Dagster UI: http://127.0.0.1:{port} (asset lineage, checks and the demo's runs); Ctrl-C stops it")
+    try:
+        _start_sensor_when_ready(port)
+        say("sftp_delivery_sensor is running: drop a new delivery into the demo folder to see a run")
+        process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+
+
+def _start_sensor_when_ready(port: int, timeout_s: float = 120.0) -> None:
+    import requests
+
+    url = f"http://127.0.0.1:{port}/graphql"
+    deadline = time.monotonic() + timeout_s
+    query = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
+    while True:
+        try:
+            entries = requests.post(url, json={"query": query}, timeout=5).json()["data"]["workspaceOrError"]["locationEntries"]
+            break
+        except (requests.RequestException, KeyError, TypeError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    mutation = (
+        "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename } }"
+    )
+    selector = {"repositoryLocationName": entries[0]["name"], "repositoryName": "__repository__", "sensorName": "sftp_delivery_sensor"}
+    requests.post(url, json={"query": mutation, "variables": {"s": selector}}, timeout=30).raise_for_status()
+
+
+def cmd_sandbox_lms(args: argparse.Namespace) -> int:
+    from rostersync_assets.sandbox.lms_server import serve_sandbox_lms
+
+    db = Path(args.db) if args.db else RostersyncHome.resolve(args.home).lms_db_path
+    if not db.exists():
+        print(f"rostersync sandbox lms: {db} does not exist yet; it is created by `rostersync demo`", file=sys.stderr)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    token = args.token or os.environ.get("ROSTERSYNC_LMS_TOKEN")
+    if not token:
+        print("rostersync sandbox lms: give --token or set ROSTERSYNC_LMS_TOKEN", file=sys.stderr)
+        return USAGE_ERROR
+    serve_sandbox_lms(db, token, args.host, args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rostersync", description="Keep an LMS in sync with districts' OneRoster rosters.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="write a synthetic OneRoster 1.1 bulk delivery")
+    generate.add_argument("--out", required=True, help="folder to write the delivery into")
+    generate.add_argument("--students", type=int, default=2000)
+    generate.add_argument("--seed", type=int, default=1)
+    generate.add_argument("--district", default="demo-district")
+    generate.set_defaults(run=cmd_generate)
+
+    demo = commands.add_parser("demo", help="sync a generated district end to end on embedded defaults")
+    demo.add_argument("--home", help="home folder (default: $ROSTERSYNC_HOME or ./.rostersync)")
+    demo.add_argument("--students", type=int, default=2000)
+    demo.add_argument("--nights", type=int, default=2)
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--json", action="store_true", help="progress to stderr, a JSON summary as the last line of stdout")
+    demo.add_argument("--ui", action="store_true", help="afterwards serve the Dagster UI with the sensor running")
+    demo.add_argument("--ui-port", type=int, default=3000)
+    demo.set_defaults(run=cmd_demo)
+
+    sandbox = commands.add_parser("sandbox", help="the sandbox servers").add_subparsers(dest="server", required=True)
+    lms = sandbox.add_parser("lms", help="serve the sandbox LMS over HTTP")
+    where = lms.add_mutually_exclusive_group()
+    where.add_argument("--home", help="home folder whose sandbox LMS database to serve")
+    where.add_argument("--db", help="the sandbox LMS SQLite database")
+    lms.add_argument("--host", default="127.0.0.1")
+    lms.add_argument("--port", type=int, default=8765)
+    lms.add_argument("--token", help="bearer token clients must send (default: $ROSTERSYNC_LMS_TOKEN)")
+    lms.set_defaults(run=cmd_sandbox_lms)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("students", "nights"):
+        if getattr(args, name, 1) < 1:
+            parser.error(f"--{name} must be at least 1")
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""REST client for the LMS API described in docs/lms-api.md (batched writes, paginated reads).
+
+The LMS is the one place a sync writes to, so this client is where retries must be safe: every
+retry of a batch carries the same Idempotency-Key, which lets the LMS apply a batch at most once
+even when an answer is lost to a timeout. Nothing here knows Dagster; a resource wraps it.
+Record values are student personal data, so they are never logged or put in exception messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import quote
+
+import requests
+
+# Limits fixed by the API contract (docs/lms-api.md); the sandbox LMS enforces the same numbers.
+MAX_BATCH_OPERATIONS = 1000
+MAX_PAGE_SIZE = 1000
+
+logger = logging.getLogger("rostersync.lms")
+
+# Only these answers say "try again later"; any other 4xx means the request itself is wrong.
+_RETRYABLE_4XX = frozenset({429})
+
+
+@dataclass(frozen=True)
+class LmsOperation:
+    """One write in a batch: upsert a full record, or deactivate a record by its sourcedId."""
+
+    op: Literal["upsert", "deactivate"]
+    sourced_id: str
+    record: Mapping[str, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"op": self.op, "sourcedId": self.sourced_id}
+        if self.record is not None:
+            body["record"] = dict(self.record)
+        return body
+
+
+@dataclass(frozen=True)
+class LmsResult:
+    """The LMS's verdict on one operation: created, updated, unchanged, deactivated or error."""
+
+    sourced_id: str
+    status: str
+    error: str | None = None
+
+
+class LmsError(Exception):
+    """A request the LMS did not accept; names where it failed, never what the records contained."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        tenant: str,
+        entity: str,
+        status: int | None,
+        attempts: int,
+        idempotency_key: str | None = None,
+    ) -> None:
+        self.tenant = tenant
+        self.entity = entity
+        self.status = status
+        self.attempts = attempts
+        self.idempotency_key = idempotency_key
+        where = f"LMS request for tenant={tenant!r} entity={entity!r}"
+        if idempotency_key is not None:
+            where += f" Idempotency-Key={idempotency_key!r}"
+        http = f"HTTP {status}" if status is not None else "no HTTP answer"
+        super().__init__(f"{where} failed after {attempts} attempt(s): {http}: {reason}")
+
+
+class LmsClient:
+    """Sends batches to and reads records from one LMS, retrying what is safe to retry.
+
+    Retried: connection errors, timeouts, 5xx (exponential backoff with full jitter) and 429
+    (waiting the server's `Retry-After`). Not retried: other 4xx, which a retry cannot fix.
+    A requests.Session is not safe to share between threads: use one client per thread.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout_s: float = 30.0,
+        max_attempts: int = 6,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._base_url = base_url.rstrip("/")
+        self._timeout_s = timeout_s
+        self._max_attempts = max_attempts
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        self._sleep = sleep
+        self._session = requests.Session()
+        self._session.headers["Authorization"] = f"Bearer {token}"
+        self._session.headers["Accept"] = "application/json"
+
+    def __repr__(self) -> str:
+        return f"LmsClient(base_url={self._base_url!r})"
+
+    def __enter__(self) -> LmsClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def send_batch(
+        self,
+        tenant: str,
+        entity: str,
+        operations: Sequence[LmsOperation],
+        idempotency_key: str,
+    ) -> list[LmsResult]:
+        """Apply `operations` in one batch; returns one result per operation, in order.
+
+        The caller chooses the key and must derive it from the batch's content and position (for
+        example delivery id, entity and batch number), so that a re-run replays instead of
+        re-applying. Keys are unique per tenant: reusing one for another body is rejected (422).
+        """
+        if len(operations) > MAX_BATCH_OPERATIONS:
+            raise ValueError(
+                f"a batch holds at most {MAX_BATCH_OPERATIONS} operations, got {len(operations)}"
+            )
+        body = json.dumps({"operations": [operation.to_json() for operation in operations]})
+        response = self._request(
+            "POST",
+            f"{self._entity_url(tenant, entity)}/batch",
+            tenant=tenant,
+            entity=entity,
+            idempotency_key=idempotency_key,
+            data=body.encode("utf-8"),
+            headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key},
+        )
+        results = _parse_results(response, operations)
+        if results is None:
+            raise LmsError(
+                "the answer does not hold one result per operation, in order",
+                tenant=tenant,
+                entity=entity,
+                status=response.status_code,
+                attempts=1,
+                idempotency_key=idempotency_key,
+            )
+        return results
+
+    def iter_records(
+        self, tenant: str, entity: str, page_size: int = MAX_PAGE_SIZE
+    ) -> Iterator[dict]:
+        """Every record the LMS holds for (tenant, entity), active or not, ordered by sourcedId."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        url = self._entity_url(tenant, entity)
+        cursor: str | None = None
+        while True:
+            params: dict[str, str | int] = {"limit": page_size}
+            if cursor is not None:
+                params["cursor"] = cursor
+            page = self._request("GET", url, tenant=tenant, entity=entity, params=params).json()
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                return
+
+    def _entity_url(self, tenant: str, entity: str) -> str:
+        return f"{self._base_url}/api/v1/tenants/{quote(tenant, safe='')}/{quote(entity, safe='')}"
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        tenant: str,
+        entity: str,
+        idempotency_key: str | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One logical request: retried until a 2xx, a non-retryable answer or max_attempts."""
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                response = self._session.request(method, url, timeout=self._timeout_s, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                outcome, status, delay = type(exc).__name__, None, self._backoff(attempt)
+            else:
+                if response.ok:
+                    return response
+                status = response.status_code
+                outcome = f"HTTP {status}"
+                if status < 500 and status not in _RETRYABLE_4XX:
+                    raise LmsError(
+                        _server_reason(response),
+                        tenant=tenant,
+                        entity=entity,
+                        status=status,
+                        attempts=attempt,
+                        idempotency_key=idempotency_key,
+                    )
+                delay = _retry_after_s(response)
+                if delay is None:
+                    delay = self._backoff(attempt)
+            if attempt == self._max_attempts:
+                break
+            logger.warning(
+                "LMS %s tenant=%s entity=%s attempt %d/%d: %s; retrying in %.2fs",
+                method,
+                tenant,
+                entity,
+                attempt,
+                self._max_attempts,
+                outcome,
+                delay,
+            )
+            self._sleep(delay)
+        raise LmsError(
+            f"gave up: {outcome}",
+            tenant=tenant,
+            entity=entity,
+            status=status,
+            attempts=self._max_attempts,
+            idempotency_key=idempotency_key,
+        )
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: spreads the retries of many clients instead of syncing them into waves."""
+        ceiling = min(self._backoff_max_s, self._backoff_base_s * 2 ** (attempt - 1))
+        return random.uniform(0.0, ceiling)
+
+
+def _retry_after_s(response: requests.Response) -> float | None:
+    """The server's `Retry-After` in seconds (the HTTP-date form is not used by the contract)."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _server_reason(response: requests.Response) -> str:
+    """The `error` text of a JSON error answer; the contract keeps record values out of it."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    return str(error)[:200] if error else response.reason or "error"
+
+
+def _parse_results(
+    response: requests.Response, operations: Sequence[LmsOperation]
+) -> list[LmsResult] | None:
+    """The per-operation results, or None when they do not line up with the operations sent."""
+    try:
+        raw = response.json()["results"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(raw, list) or len(raw) != len(operations):
+        return None
+    results = []
+    for item, operation in zip(raw, operations):
+        if not isinstance(item, dict) or item.get("sourcedId") != operation.sourced_id:
+            return None
+        results.append(LmsResult(operation.sourced_id, str(item.get("status")), item.get("error")))
+    return results

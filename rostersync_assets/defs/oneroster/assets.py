@@ -1,0 +1,139 @@
+"""OneRoster tables: the archived delivery parsed and validated, one asset per entity, with blocking checks.
+
+The checks run inside the asset that produces the tables (their findings come from the same pass),
+and they block: a failed check stops the run before `roster_changes`, so nothing reaches the LMS.
+"""
+
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+
+import dagster as dg
+import pandas as pd
+
+from rostersync_assets.defs.partitions import OWNERS, districts_partitions
+from rostersync_assets.defs.resources import ArchiveResource
+from rostersync_assets.oneroster.diagnostics import Diagnostic
+from rostersync_assets.oneroster.reader import read_package
+from rostersync_assets.oneroster.spec import ENTITIES, SPECS
+from rostersync_assets.oneroster.validate import ValidationReport, validate_package
+
+# A check fails when a fatal rule trips or more than this share of an entity's rows is rejected.
+MAX_REJECTED_SHARE = 0.02
+SAMPLE_ROWS = 10
+
+CHECK_NAMES = {
+    "schema": "{entity}_schema_valid",
+    "unique_sourced_ids": "{entity}_sourced_ids_unique",
+    "references": "{entity}_references_resolve",
+}
+
+
+def table_key(entity: str) -> dg.AssetKey:
+    return dg.AssetKey(["oneroster", entity])
+
+
+def check_name(entity: str, check: str) -> str:
+    return CHECK_NAMES[check].format(entity=entity)
+
+
+def _column_schema(entity: str) -> dg.TableSchema:
+    spec = SPECS[entity]
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(c, "string", constraints=dg.TableColumnConstraints(nullable=c not in spec.required, unique=c == "sourcedId"))
+            for c in spec.columns
+        ]
+    )
+
+
+def _findings_metadata(findings: Sequence[Diagnostic]) -> dict[str, object]:
+    """Counts per rule and a sample of at most 10 findings; values are already masked for personal columns."""
+    by_rule = Counter(d.rule for d in findings)
+    metadata: dict[str, object] = {"findings": len(findings), **{f"rule {rule}": n for rule, n in sorted(by_rule.items())}}
+    if findings:
+        rows = "\n".join(
+            f"| {d.severity} | {d.rule} | {d.file or ''} | {d.line or ''} | {d.column or ''} | {d.value or ''} |"
+            for d in findings[:SAMPLE_ROWS]
+        )
+        metadata["sample"] = dg.MetadataValue.md("| severity | rule | file | line | column | value |\n|---|---|---|---|---|---|\n" + rows)
+    return metadata
+
+
+def _check_results(report: ValidationReport, entity: str) -> Iterator[dg.AssetCheckResult]:
+    rows = len(report.package.tables.get(entity, ()))
+    rejected = report.rejected_rows(entity)
+    for check in CHECK_NAMES:
+        findings = report.findings(entity, check)
+        fatal = any(d.severity == "fatal" for d in findings)
+        errors = [d for d in findings if d.severity == "error"]
+        passed = not fatal and (not errors or rejected <= MAX_REJECTED_SHARE * rows)
+        yield dg.AssetCheckResult(
+            asset_key=table_key(entity),
+            check_name=check_name(entity, check),
+            passed=passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"rows": rows, "rejected_rows": rejected, **_findings_metadata(findings)},
+        )
+
+
+@dg.multi_asset(
+    outs={
+        entity: dg.AssetOut(
+            key=table_key(entity),
+            io_manager_key="roster_io_manager",
+            group_name="oneroster",
+            kinds={"pandas", "parquet"},
+            owners=OWNERS,
+            description=f"Validated OneRoster {SPECS[entity].file_name} rows of the district's latest delivery "
+            "(rows with errors excluded); `_line` is the row's line in the delivered file.",
+            metadata={"dagster/column_schema": _column_schema(entity)},
+        )
+        for entity in ENTITIES
+    },
+    partitions_def=districts_partitions,
+    check_specs=[
+        dg.AssetCheckSpec(check_name(entity, check), asset=table_key(entity), blocking=True, partitions_def=districts_partitions)
+        for entity in ENTITIES
+        for check in CHECK_NAMES
+    ],
+)
+def oneroster_tables(
+    context: dg.AssetExecutionContext, archived_roster_delivery: dict, archive: ArchiveResource
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Parse the archived copy (not the staging copy: what we judge is what we keep)."""
+    store = archive.open()
+    delivered_at = datetime.fromisoformat(archived_roster_delivery["delivered_at"])
+    files = {
+        f["name"]: store.read(archived_roster_delivery["district"], archived_roster_delivery["delivery_id"], delivered_at, f["name"])
+        for f in archived_roster_delivery["files"]
+    }
+    report = validate_package(read_package(files))
+    context.log.info(
+        f"district {archived_roster_delivery['district']}: delivery {archived_roster_delivery['delivery_id']} "
+        f"validated: {len(report.diagnostics)} finding(s), accepted={report.accepted}"
+    )
+    for entity in ENTITIES:
+        table = report.tables.get(entity)
+        if table is None:
+            table = pd.DataFrame({c: pd.Series(dtype=str) for c in (*SPECS[entity].columns, "_line")})
+        table = table.copy()
+        mode = report.package.modes.get(entity, "absent")
+        table.attrs = {
+            "oneroster_mode": mode,
+            "delivery_id": archived_roster_delivery["delivery_id"],
+            "rejected_rows": report.rejected_rows(entity),
+        }
+        yield dg.Output(
+            table,
+            output_name=entity,
+            metadata={
+                "dagster/row_count": len(table),
+                "rejected_rows": report.rejected_rows(entity),
+                "mode": mode,
+                "delivery_id": archived_roster_delivery["delivery_id"],
+            },
+        )
+    for entity in ENTITIES:
+        yield from _check_results(report, entity)

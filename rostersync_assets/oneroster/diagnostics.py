@@ -1,0 +1,147 @@
+"""Findings about a OneRoster delivery: what is wrong, where, how bad — and never whose data.
+
+Every check (reader, pandera models, uniqueness, references) reports through `Diagnostic`, so the
+Dagster layer, the run report and the district-facing e-mail all speak the same language: a stable
+dotted rule id explained once in `RULES`, a severity, and a location (file, line, column).
+
+Diagnostics leave the process (logs, Dagster metadata, reports sent to districts), so they must not
+carry personal data: build them with `Diagnostic.create`, which masks values of
+`spec.PERSONAL_COLUMNS`, and never put a cell value into a message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal, get_args
+
+from rostersync_assets.oneroster.spec import PERSONAL_COLUMNS
+
+# fatal: the package is rejected (nothing is synced); error: the row is rejected;
+# warning: accepted and reported; fixed: normalised by rostersync and reported.
+Severity = Literal["fatal", "error", "warning", "fixed"]
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
+
+# Rule id -> plain-language explanation. Ids are stable: dashboards, tests and district reports key on them.
+RULES: dict[str, str] = {
+    "package.file_unknown": (
+        "A delivered file is not a OneRoster 1.1 file (wrong name, wrong case or a sub-folder); it is ignored."
+    ),
+    "manifest.missing": (
+        "manifest.csv is missing, so the version and the bulk/delta/absent mode of each file are unknown."
+    ),
+    "manifest.invalid": (
+        "manifest.csv is not a two-column propertyName,value table, so its properties cannot be trusted."
+    ),
+    "manifest.version_unsupported": (
+        "oneroster.version is missing or names a version rostersync does not read yet (only 1.1)."
+    ),
+    "manifest.property_duplicate": "A manifest property is given twice, so its value is ambiguous.",
+    "manifest.property_unknown": (
+        "A manifest property is not defined by OneRoster 1.1 (often a typo such as fiel.users); it is ignored."
+    ),
+    "manifest.mode_invalid": "A file.<name> value is not bulk, delta or absent.",
+    "manifest.entry_missing": (
+        "The manifest has no file.<name> row for a synced file; the file is treated as absent (nothing changes)."
+    ),
+    "manifest.file_missing": "The manifest declares a file bulk or delta but the file is not in the package.",
+    "manifest.file_unexpected": (
+        "A file is in the package but the manifest declares it absent (or not at all); it is not read."
+    ),
+    "file.bom": "The file starts with a UTF-8 byte-order mark; it was removed.",
+    "file.encoding": "The file is not valid UTF-8; the message gives the offset of the first bad byte.",
+    "file.malformed": "The CSV parser could not read the file.",
+    "file.empty": (
+        "The file has no data rows. Fatal for a bulk file (it would mean 'delete everyone'; declare the file "
+        "absent instead); a warning for a delta file (no changes)."
+    ),
+    "file.header_duplicate_column": "A column name appears twice in the header, so its values are ambiguous.",
+    "file.header_missing_column": "A column the OneRoster 1.1 file must have is missing from the header.",
+    "file.header_unknown_column": (
+        "The header has a column OneRoster 1.1 does not define (metadata.* extensions are allowed); it is ignored."
+    ),
+    "file.header_order": "The OneRoster columns are not first and in spec order; they were read by name.",
+    "row.width": "The row does not have as many cells as the header.",
+    "row.trailing_empty_cells": "Rows had empty cells beyond the header (a trailing comma); they were removed.",
+    "row.line_break": "A quoted cell contains a line break, which OneRoster CSV does not allow.",
+    "value.required": "A required value is blank.",
+    "value.guid": "A sourcedId (or list of them) is not 1-255 characters from 0-9 A-Z a-z . _ / @ -.",
+    "value.enum": "The value is not one of the allowed values (exact case).",
+    "value.date": "The value is not a real calendar date written YYYY-MM-DD.",
+    "value.boolean": "The value is not true or false (lowercase).",
+    "value.year": "The value is not a four-digit year (YYYY).",
+    "unique.sourced_id": "The sourcedId appears on more than one row of the file; every copy is rejected.",
+    "reference.missing": (
+        "The referenced record is not in the package. An error for a required reference, a warning for an "
+        "optional one."
+    ),
+    "reference.rejected": "The referenced record is in the package but was itself rejected.",
+    "reference.unchecked": (
+        "The file a required reference points to is not a bulk file of this package, so the reference "
+        "cannot be checked here."
+    ),
+}
+
+
+def mask(column: str | None, value: str | None) -> str | None:
+    """The value as it may appear in a diagnostic: personal values become `<masked: N chars>`.
+
+    The length is kept because "blank" versus "long" is what a data steward needs to find the cell.
+    """
+    if value and column in PERSONAL_COLUMNS:
+        return f"<masked: {len(value)} chars>"
+    return value
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding about a delivery, located as precisely as it can be.
+
+    Build it with `Diagnostic.create` so personal values are masked; the plain constructor stores
+    `value` as given (used when loading diagnostics that are already masked).
+    """
+
+    severity: Severity
+    rule: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: str | None = None
+    value: str | None = None
+
+    def __post_init__(self) -> None:
+        # Undocumented rules or severities would silently break dashboards and report grouping.
+        if self.rule not in RULES:
+            raise ValueError(f"undocumented diagnostic rule {self.rule!r}; add it to RULES")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"unknown severity {self.severity!r}")
+
+    @classmethod
+    def create(
+        cls,
+        severity: Severity,
+        rule: str,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: str | None = None,
+        value: str | None = None,
+    ) -> Diagnostic:
+        """A diagnostic whose value is masked when `column` holds personal data."""
+        return cls(severity, rule, message, file, line, column, mask(column, value))
+
+    def to_dict(self) -> dict[str, str | int | None]:
+        """Plain JSON-able form for Dagster metadata and stored reports."""
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line for logs and reports: `users.csv line 14, column role, value 'Teacher': value.enum — …`."""
+        parts = [self.file] if self.file is not None else []
+        if self.line is not None:
+            parts = [" ".join([*parts, f"line {self.line}"])]
+        if self.column is not None:
+            parts.append(f"column {self.column}")
+        if self.value is not None:
+            parts.append(f"value {self.value!r}")
+        prefix = f"{', '.join(parts)}: " if parts else ""
+        return f"{prefix}{self.rule} — {self.message}"

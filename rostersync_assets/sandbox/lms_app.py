@@ -1,0 +1,483 @@
+"""The sandbox LMS: the LMS REST contract (docs/lms-api.md) served by Starlette over SQLite.
+
+The demo and the tests sync into this instead of a real LMS, so it implements the contract
+exactly (idempotent batches, per-record results, cursor pagination, 401/404/422/429) and can be
+told to be slow, failing or throttling (`SandboxFaults`) to exercise the client's retries.
+Its idempotency log is what lets tests prove that no batch was ever applied twice.
+Record values are student personal data: they are never logged and never echoed in errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from rostersync_assets.connectors.lms_client import MAX_BATCH_OPERATIONS, MAX_PAGE_SIZE
+from rostersync_assets.oneroster.spec import ENTITIES, NEVER_SENT_COLUMNS, SPECS
+
+logger = logging.getLogger("rostersync.sandbox.lms")
+
+DEFAULT_PAGE_SIZE = 100
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    tenant TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    sourced_id TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    record_json TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, entity, sourced_id)
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    response_json TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    times_seen INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
+"""
+
+
+class IdempotencyKeyReused(Exception):
+    """The key was already used by this tenant for a different entity or body (answered 422)."""
+
+
+class InvalidCursor(ValueError):
+    """A cursor this server did not hand out."""
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """The response body of a batch, and whether it is a replay of an earlier application."""
+
+    response: dict[str, Any]
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class IdempotencyRow:
+    """One applied batch: each row is exactly one application; `times_seen` counts the requests."""
+
+    key: str
+    tenant: str
+    entity: str
+    body_sha256: str
+    response: dict[str, Any]
+    first_seen: str
+    times_seen: int
+
+
+class SandboxLmsStore:
+    """The sandbox LMS's state in one SQLite file, safe to use from several threads and processes.
+
+    Every call opens its own connection (sqlite3 connections must not cross threads) and WAL mode
+    lets tests read while the server writes. A batch and its idempotency row commit together in
+    one `BEGIN IMMEDIATE` transaction, so concurrent retries of one key serialize: the second sees
+    the first's row and replays it.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self._db_path = Path(db_path)
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self._db_path, timeout=30.0, isolation_level=None)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def apply_batch(
+        self,
+        tenant: str,
+        entity: str,
+        operations: Sequence[Mapping[str, Any]],
+        idempotency_key: str,
+    ) -> BatchOutcome:
+        """Apply the operations once per key; a repeat of the key replays the stored response.
+
+        Raises IdempotencyKeyReused when the key already belongs to another entity or body.
+        """
+        body_sha256 = _sha256_of({"operations": list(operations)})
+        with self._transaction() as conn:
+            seen = conn.execute(
+                "SELECT entity, body_sha256, response_json FROM idempotency"
+                " WHERE tenant=? AND key=?",
+                (tenant, idempotency_key),
+            ).fetchone()
+            if seen is not None:
+                if (seen[0], seen[1]) != (entity, body_sha256):
+                    raise IdempotencyKeyReused(idempotency_key)
+                conn.execute(
+                    "UPDATE idempotency SET times_seen = times_seen + 1 WHERE tenant=? AND key=?",
+                    (tenant, idempotency_key),
+                )
+                return BatchOutcome(json.loads(seen[2]), replayed=True)
+            now = _now()
+            results = [_apply_operation(conn, tenant, entity, op, now) for op in operations]
+            response = {"results": results}
+            conn.execute(
+                "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?, ?, 1)",
+                (idempotency_key, tenant, entity, body_sha256, json.dumps(response), now),
+            )
+        return BatchOutcome(response, replayed=False)
+
+    def list_records(
+        self, tenant: str, entity: str, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of records (active or not) ordered by sourcedId, and the cursor of the next."""
+        after = _decode_cursor(cursor) if cursor is not None else ""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT sourced_id, active, record_json FROM records"
+                " WHERE tenant=? AND entity=? AND sourced_id > ? ORDER BY sourced_id LIMIT ?",
+                (tenant, entity, after, limit + 1),
+            ).fetchall()
+        page = rows[:limit]
+        items = [
+            {**json.loads(record), "sourcedId": sid, "active": bool(active)}
+            for sid, active, record in page
+        ]
+        next_cursor = _encode_cursor(page[-1][0]) if len(rows) > limit else None
+        return items, next_cursor
+
+    def active_records(self, tenant: str, entity: str) -> dict[str, dict[str, str]]:
+        """sourcedId -> record of every active record: what the LMS currently shows."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT sourced_id, record_json FROM records"
+                " WHERE tenant=? AND entity=? AND active=1 ORDER BY sourced_id",
+                (tenant, entity),
+            ).fetchall()
+        return {sid: json.loads(record) for sid, record in rows}
+
+    def idempotency_log(self) -> list[IdempotencyRow]:
+        """Every applied batch in the order first seen."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT key, tenant, entity, body_sha256, response_json, first_seen, times_seen"
+                " FROM idempotency ORDER BY first_seen, rowid"
+            ).fetchall()
+        return [
+            IdempotencyRow(key, tenant, entity, sha, json.loads(response), first_seen, times_seen)
+            for key, tenant, entity, sha, response, first_seen, times_seen in rows
+        ]
+
+
+def _apply_operation(
+    conn: sqlite3.Connection, tenant: str, entity: str, operation: Mapping[str, Any], now: str
+) -> dict[str, str]:
+    """Apply one operation inside the batch's transaction; returns its result object."""
+    sourced_id = operation.get("sourcedId")
+    shown_id = sourced_id if isinstance(sourced_id, str) else ""
+    problem = _operation_problem(entity, operation)
+    if problem is not None:
+        return {"sourcedId": shown_id, "status": "error", "error": problem}
+    current = conn.execute(
+        "SELECT active, record_json FROM records WHERE tenant=? AND entity=? AND sourced_id=?",
+        (tenant, entity, sourced_id),
+    ).fetchone()
+    if operation["op"] == "deactivate":
+        status = _deactivate(conn, (tenant, entity, sourced_id), current, now)
+    else:
+        record = dict(operation["record"])
+        status = _upsert(conn, (tenant, entity, sourced_id), record, current, now)
+    return {"sourcedId": shown_id, "status": status}
+
+
+def _upsert(
+    conn: sqlite3.Connection,
+    key: tuple[str, str, str],
+    record: dict[str, str],
+    current: tuple[int, str] | None,
+    now: str,
+) -> str:
+    if current is not None and current[0] and json.loads(current[1]) == record:
+        return "unchanged"
+    record_json = json.dumps(record, sort_keys=True)
+    conn.execute(
+        "INSERT INTO records VALUES (?, ?, ?, 1, ?, ?)"
+        " ON CONFLICT (tenant, entity, sourced_id)"
+        " DO UPDATE SET active=1, record_json=excluded.record_json, updated_at=excluded.updated_at",
+        (*key, record_json, now),
+    )
+    return "created" if current is None else "updated"
+
+
+def _deactivate(
+    conn: sqlite3.Connection, key: tuple[str, str, str], current: tuple[int, str] | None, now: str
+) -> str:
+    if current is None or not current[0]:
+        return "unchanged"
+    conn.execute(
+        "UPDATE records SET active=0, updated_at=? WHERE tenant=? AND entity=? AND sourced_id=?",
+        (now, *key),
+    )
+    return "deactivated"
+
+
+def _operation_problem(entity: str, operation: Mapping[str, Any]) -> str | None:
+    """The contract rule an operation breaks, worded without any of its values, or None."""
+    op = operation.get("op")
+    sourced_id = operation.get("sourcedId")
+    if op not in ("upsert", "deactivate"):
+        return "op must be 'upsert' or 'deactivate'"
+    if not isinstance(sourced_id, str) or not sourced_id:
+        return "sourcedId must be a non-empty string"
+    if op == "deactivate":
+        return None
+    record = operation.get("record")
+    if not isinstance(record, dict):
+        return "upsert requires a record object"
+    return _record_problem(entity, sourced_id, record)
+
+
+def _record_problem(entity: str, sourced_id: str, record: Mapping[str, Any]) -> str | None:
+    columns = SPECS[entity].columns
+    for field, value in record.items():
+        if field in NEVER_SENT_COLUMNS:
+            return f"record field {field!r} must never be sent to the LMS"
+        if field not in columns:
+            return f"record field {field[:64]!r} is not a column of {entity}"
+        if not isinstance(value, str):
+            return f"record field {field!r} must be a string"
+    if record.get("sourcedId", sourced_id) != sourced_id:
+        return "record sourcedId differs from the operation's sourcedId"
+    return None
+
+
+def _sha256_of(value: Any) -> str:
+    """Hash of the parsed body, so whitespace or key order does not make a retry 'different'."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _encode_cursor(sourced_id: str) -> str:
+    return base64.urlsafe_b64encode(sourced_id.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        padded = (cursor + "=" * (-len(cursor) % 4)).encode("ascii")
+        after = base64.b64decode(padded, altchars=b"-_", validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeError) as exc:
+        raise InvalidCursor("invalid cursor") from exc
+    if not after:
+        raise InvalidCursor("invalid cursor")
+    return after
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass
+class SandboxFaults:
+    """Misbehaviour to switch on for tests and benchmarks; counted per app instance."""
+
+    latency_s: float = 0.0
+    fail_first_batches: int = 0  # answered 503 before anything is applied
+    throttle_first_batches: int = 0  # answered 429 with Retry-After before anything is applied
+    retry_after_s: int = 1
+
+
+class _FaultInjector:
+    """Adds latency, and turns the first N batch requests into 503s, then the next M into 429s."""
+
+    def __init__(self, faults: SandboxFaults) -> None:
+        self.faults = faults
+        self._lock = threading.Lock()
+        self._failed = 0
+        self._throttled = 0
+
+    async def delay(self) -> None:
+        if self.faults.latency_s > 0:
+            await asyncio.sleep(self.faults.latency_s)
+
+    def batch_fault(self) -> Response | None:
+        with self._lock:
+            if self._failed < self.faults.fail_first_batches:
+                self._failed += 1
+                return _error(503, "injected failure: the sandbox LMS is unavailable")
+            if self._throttled < self.faults.throttle_first_batches:
+                self._throttled += 1
+                return _error(
+                    429,
+                    "rate limit exceeded",
+                    headers={"Retry-After": str(self.faults.retry_after_s)},
+                )
+        return None
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class _SandboxLmsApi:
+    """The endpoints, sharing one store, one token and one set of fault counters."""
+
+    def __init__(self, store: SandboxLmsStore, token: str, faults: SandboxFaults) -> None:
+        self._store = store
+        self._token = token.encode("utf-8")
+        self._injector = _FaultInjector(faults)
+
+    def _tenant_and_entity(self, request: Request) -> tuple[str, str]:
+        """Checks common to every tenant endpoint: the token first, then the entity."""
+        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        valid = hmac.compare_digest(credential.strip().encode("utf-8"), self._token)
+        if scheme.lower() != "bearer" or not valid:
+            raise HTTPException(
+                401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"}
+            )
+        entity = request.path_params["entity"]
+        if entity not in ENTITIES:
+            raise HTTPException(404, "unknown entity")
+        return request.path_params["tenant"], entity
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def post_batch(self, request: Request) -> Response:
+        tenant, entity = self._tenant_and_entity(request)
+        key = _idempotency_key(request)
+        operations = _operations(await request.body())
+        # Slow after the body arrived, so a client timeout can hide a batch that still gets applied.
+        await self._injector.delay()
+        fault = self._injector.batch_fault()
+        if fault is not None:
+            return fault
+        try:
+            outcome = await run_in_threadpool(
+                self._store.apply_batch, tenant, entity, operations, key
+            )
+        except IdempotencyKeyReused:
+            return _error(422, "Idempotency-Key was already used with a different request")
+        _log_batch(tenant, entity, outcome)
+        headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+        return JSONResponse(outcome.response, headers=headers)
+
+    async def list_records(self, request: Request) -> Response:
+        tenant, entity = self._tenant_and_entity(request)
+        limit = _limit(request)
+        cursor = request.query_params.get("cursor")
+        await self._injector.delay()
+        try:
+            items, next_cursor = await run_in_threadpool(
+                self._store.list_records, tenant, entity, limit, cursor
+            )
+        except InvalidCursor:
+            return _error(400, "invalid cursor")
+        return JSONResponse({"items": items, "next_cursor": next_cursor})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error(exc.status_code, exc.detail, exc.headers)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=400)  # nobody reads it; keeps a hung-up client out of the 500 log
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return _error(500, "internal error")  # uvicorn logs the traceback
+
+
+def create_app(db_path: Path, token: str, faults: SandboxFaults | None = None) -> Starlette:
+    """The sandbox LMS as an ASGI app; `token` is the one bearer token it accepts."""
+    if not token:
+        raise ValueError("the sandbox LMS needs a non-empty token")  # "" would accept "Bearer "
+    api = _SandboxLmsApi(SandboxLmsStore(db_path), token, faults or SandboxFaults())
+    return Starlette(
+        routes=[
+            Route("/api/v1/health", api.health, methods=["GET"]),
+            Route("/api/v1/tenants/{tenant}/{entity}/batch", api.post_batch, methods=["POST"]),
+            Route("/api/v1/tenants/{tenant}/{entity}", api.list_records, methods=["GET"]),
+        ],
+        exception_handlers={
+            HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
+            Exception: _server_error,
+        },
+    )
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        length = f"1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
+        raise HTTPException(400, f"an Idempotency-Key header of {length} is required")
+    return key
+
+
+def _operations(body: bytes) -> list[dict[str, Any]]:
+    """The body's operations; a malformed body is a 400 (broken rules of one operation are not)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:  # includes UnicodeDecodeError
+        raise HTTPException(400, "the body is not valid JSON") from None
+    operations = parsed.get("operations") if isinstance(parsed, dict) else None
+    if not isinstance(operations, list) or not all(isinstance(op, dict) for op in operations):
+        raise HTTPException(400, "the body must be an object with an 'operations' list of objects")
+    if len(operations) > MAX_BATCH_OPERATIONS:
+        raise HTTPException(400, f"a batch holds at most {MAX_BATCH_OPERATIONS} operations")
+    return operations
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit", str(DEFAULT_PAGE_SIZE))
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+        raise HTTPException(400, f"limit must be an integer from 1 to {MAX_PAGE_SIZE}")
+    return int(raw)
+
+
+def _log_batch(tenant: str, entity: str, outcome: BatchOutcome) -> None:
+    """Counts per status only: the results' sourcedIds and errors stay out of the log."""
+    counts = Counter(result["status"] for result in outcome.response["results"])
+    logger.info(
+        "batch tenant=%s entity=%s replayed=%s %s",
+        tenant,
+        entity,
+        outcome.replayed,
+        dict(sorted(counts.items())),
+    )

@@ -1,0 +1,7 @@
+"""Shared pytest configuration: the real servers the tests talk to are fixtures in `fixtures/`."""
+
+pytest_plugins = [
+    "rostersync_assets_tests.fixtures.sftp",
+    "rostersync_assets_tests.fixtures.lms",
+    "rostersync_assets_tests.fixtures.s3",
+]

@@ -1,0 +1,304 @@
+"""The SFTP connector against the in-process sandbox and a real OpenSSH sshd.
+
+What matters for a district feed: only the pinned server is trusted, files arrive whole with a
+checksum, remote names cannot escape the download folder, districts cannot see each other, and
+no secret ever reaches a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import os
+import secrets
+import socket
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from rostersync_assets.connectors.sftp import (
+    HostKeyMismatch,
+    RemoteFile,
+    SftpConnector,
+    SftpCredentials,
+    SftpEndpoint,
+    SftpError,
+    SftpUnavailable,
+    UnsafeFileName,
+    fetch_host_key,
+    host_key_fingerprint,
+    parse_public_key_line,
+    validate_file_name,
+)
+from rostersync_assets.sandbox.sftp_server import running_sftp_server
+from rostersync_assets_tests.fixtures.sftp import SftpTestServer, free_loopback_port
+
+
+@pytest.fixture(params=["sftp_server", "openssh_server"])
+def server(request: pytest.FixtureRequest) -> SftpTestServer:
+    """Each test using this runs against both the sandbox and OpenSSH."""
+    return request.getfixturevalue(request.param)
+
+
+def _ed25519_private() -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def _public_line(key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+
+
+def _private_text(
+    key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey, fmt: serialization.PrivateFormat
+) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, fmt, serialization.NoEncryption()
+    ).decode()
+
+
+def test_list_files_reports_regular_files_sorted(server: SftpTestServer) -> None:
+    (server.drop_dir / "users.csv").write_bytes(b"sourcedId\n" * 3)
+    (server.drop_dir / "classes.csv").write_bytes(b"")
+    (server.drop_dir / "archive").mkdir()
+    (server.drop_dir / "latest.csv").symlink_to("users.csv")
+
+    with SftpConnector(server.endpoint(), server.credentials) as sftp:
+        files = sftp.list_files()
+
+    assert files == [
+        RemoteFile("classes.csv", 0, int(os.stat(server.drop_dir / "classes.csv").st_mtime)),
+        RemoteFile("users.csv", 30, int(os.stat(server.drop_dir / "users.csv").st_mtime)),
+    ]
+
+
+def test_download_returns_size_and_sha256(server: SftpTestServer, tmp_path: Path) -> None:
+    payload = secrets.token_bytes(300_000)  # several chunks and prefetch requests
+    (server.drop_dir / "users.csv").write_bytes(payload)
+    dest = tmp_path / "downloads" / "users.csv"
+
+    with SftpConnector(server.endpoint(), server.credentials) as sftp:
+        size, sha256 = sftp.download("users.csv", dest)
+
+    assert (size, sha256) == (len(payload), hashlib.sha256(payload).hexdigest())
+    assert dest.read_bytes() == payload
+    assert os.listdir(dest.parent) == ["users.csv"]  # no temp file left behind
+
+
+def test_download_rejects_a_size_that_differs_from_the_remote_stat(
+    sftp_server: SftpTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (sftp_server.drop_dir / "users.csv").write_bytes(b"abc")
+    real_stat = paramiko.SFTPClient.stat
+
+    def growing_stat(self: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes:
+        attrs = real_stat(self, path)
+        attrs.st_size = 4  # the district's upload was still in progress when we looked
+        return attrs
+
+    monkeypatch.setattr(paramiko.SFTPClient, "stat", growing_stat)
+    with SftpConnector(sftp_server.endpoint(), sftp_server.credentials) as sftp:
+        with pytest.raises(SftpError, match="3 bytes .* reported 4"):
+            sftp.download("users.csv", tmp_path / "downloads" / "users.csv")
+    assert os.listdir(tmp_path / "downloads") == []
+
+
+def test_download_of_a_missing_file_is_an_sftp_error(
+    sftp_server: SftpTestServer, tmp_path: Path
+) -> None:
+    with SftpConnector(sftp_server.endpoint(), sftp_server.credentials) as sftp:
+        with pytest.raises(SftpError, match="No such file") as raised:
+            sftp.download("users.csv", tmp_path / "downloads" / "users.csv")
+    assert not isinstance(raised.value, SftpUnavailable)
+    assert os.listdir(tmp_path / "downloads") == []
+
+
+@pytest.mark.parametrize(
+    "private_format",
+    [serialization.PrivateFormat.OpenSSH, serialization.PrivateFormat.PKCS8],
+    ids=["openssh", "pkcs8"],
+)
+@pytest.mark.parametrize("algorithm", ["ed25519", "rsa"])
+def test_key_login_accepts_openssh_and_pem_keys(
+    tmp_path: Path, algorithm: str, private_format: serialization.PrivateFormat
+) -> None:
+    if algorithm == "rsa":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        private_format = (
+            serialization.PrivateFormat.TraditionalOpenSSL
+            if private_format is serialization.PrivateFormat.PKCS8
+            else private_format
+        )
+    else:
+        key = _ed25519_private()
+    with running_sftp_server(
+        tmp_path / "root",
+        {},
+        host_key_path=tmp_path / "host-key",
+        authorized_keys={"lincoln-usd": [_public_line(key)]},
+    ) as handle:
+        (tmp_path / "root" / "lincoln-usd" / "users.csv").write_bytes(b"x")
+        endpoint = SftpEndpoint(handle.host, handle.port, "lincoln-usd", "/", handle.host_key)
+        credentials = SftpCredentials(private_key=_private_text(key, private_format))
+        with SftpConnector(endpoint, credentials) as sftp:
+            assert [remote.name for remote in sftp.list_files()] == ["users.csv"]
+
+
+def test_openssh_key_login(openssh_server: SftpTestServer) -> None:
+    assert openssh_server.credentials.password is None
+    with SftpConnector(openssh_server.endpoint(), openssh_server.credentials) as sftp:
+        assert sftp.list_files() == []
+
+
+def test_a_different_host_key_is_refused_with_both_fingerprints(server: SftpTestServer) -> None:
+    impostor_pin = _public_line(_ed25519_private())
+    endpoint = dataclasses.replace(server.endpoint(), host_key=impostor_pin)
+
+    with pytest.raises(HostKeyMismatch) as raised:
+        with SftpConnector(endpoint, server.credentials):
+            pass
+
+    message = str(raised.value)
+    assert f"127.0.0.1:{server.port}" in message
+    assert f"ssh-ed25519 {host_key_fingerprint(server.host_key)}" in message
+    assert host_key_fingerprint(impostor_pin) in message
+    assert raised.value.offered_fingerprint == host_key_fingerprint(server.host_key)
+
+
+def test_a_pin_of_another_key_type_reports_the_offered_key(server: SftpTestServer) -> None:
+    rsa_pin = _public_line(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    endpoint = dataclasses.replace(server.endpoint(), host_key=rsa_pin)
+
+    with pytest.raises(HostKeyMismatch) as raised:
+        with SftpConnector(endpoint, server.credentials):
+            pass
+
+    assert f"ssh-ed25519 {host_key_fingerprint(server.host_key)}" in str(raised.value)
+    assert f"ssh-rsa {host_key_fingerprint(rsa_pin)}" in str(raised.value)
+
+
+def test_wrong_password_is_unavailable_without_the_password(server: SftpTestServer) -> None:
+    wrong = "Wrong-" + secrets.token_urlsafe(12)
+
+    with pytest.raises(SftpUnavailable) as raised:
+        with SftpConnector(server.endpoint(), SftpCredentials(password=wrong)):
+            pass
+
+    message = str(raised.value)
+    assert f"127.0.0.1:{server.port}" in message and repr(server.username) in message
+    assert wrong not in message
+    assert all(wrong not in str(cause) for cause in _causes(raised.value))
+
+
+def test_nothing_listening_is_unavailable_quickly() -> None:
+    port = free_loopback_port()
+    endpoint = SftpEndpoint("127.0.0.1", port, "lincoln-usd", "/", _public_line(_ed25519_private()))
+
+    started = time.monotonic()
+    with pytest.raises(SftpUnavailable, match=f"127.0.0.1:{port} as 'lincoln-usd'"):
+        with SftpConnector(endpoint, SftpCredentials(password="unused")):
+            pass
+    assert time.monotonic() - started < 2
+
+
+def test_a_silent_server_times_out() -> None:
+    with socket.socket() as listener:  # accepts TCP (backlog) but never speaks SSH
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        endpoint = SftpEndpoint("127.0.0.1", port, "u", "/", _public_line(_ed25519_private()))
+        started = time.monotonic()
+        with pytest.raises(SftpUnavailable):
+            with SftpConnector(endpoint, SftpCredentials(password="unused"), timeout_s=0.3):
+                pass
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", ".", "..", "../users.csv", "a/users.csv", "/etc/passwd", "a\\users.csv",
+     "users..csv", ".users.csv.part", "users\x00.csv", "users\n.csv"],
+)
+def test_unsafe_names_are_rejected(name: str) -> None:
+    with pytest.raises(UnsafeFileName):
+        validate_file_name(name)
+
+
+def test_download_rejects_unsafe_names_before_touching_disk(
+    sftp_server: SftpTestServer, tmp_path: Path
+) -> None:
+    with SftpConnector(sftp_server.endpoint(), sftp_server.credentials) as sftp:
+        with pytest.raises(UnsafeFileName):
+            sftp.download("../../lincoln-usd/outgoing/users.csv", tmp_path / "out" / "users.csv")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_district_login_cannot_reach_another_districts_folder(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    passwords = {"lincoln-usd": secrets.token_urlsafe(8), "grant-usd": secrets.token_urlsafe(8)}
+    lincoln = SftpCredentials(password=passwords["lincoln-usd"])
+    with running_sftp_server(root, passwords, host_key_path=tmp_path / "key") as handle:
+        (root / "grant-usd" / "users.csv").write_bytes(b"grant's students")
+
+        def endpoint(remote_dir: str) -> SftpEndpoint:
+            return SftpEndpoint(
+                handle.host, handle.port, "lincoln-usd", remote_dir, handle.host_key
+            )
+
+        for top in ["/", "/..", "/../.."]:
+            with SftpConnector(endpoint(top), lincoln) as sftp:
+                assert sftp.list_files() == []
+                with pytest.raises(SftpError, match="No such file"):
+                    sftp.download("users.csv", tmp_path / "stolen.csv")
+        for other in ["/../grant-usd", "../grant-usd"]:
+            with SftpConnector(endpoint(other), lincoln) as sftp:
+                with pytest.raises(SftpError, match="No such file"):
+                    sftp.list_files()
+
+
+def test_sandbox_reuses_its_host_key(tmp_path: Path) -> None:
+    key_path = tmp_path / "home" / "host-key"
+    with running_sftp_server(tmp_path / "root", {}, host_key_path=key_path) as first:
+        pass
+    with running_sftp_server(tmp_path / "root", {}, host_key_path=key_path) as second:
+        pass
+    assert first.host_key == second.host_key
+    assert key_path.stat().st_mode & 0o777 == 0o600
+
+
+def test_credentials_repr_shows_no_secret() -> None:
+    credentials = SftpCredentials(password="hunter2-s3cret", private_key="-----BEGIN KEY-----")
+    shown = f"{credentials!r} {credentials}"
+    assert "hunter2" not in shown and "BEGIN" not in shown
+    assert shown.startswith("SftpCredentials(password='***', private_key='***')")
+
+
+def test_fetch_host_key_returns_the_key_to_pin(server: SftpTestServer) -> None:
+    line = fetch_host_key(server.host, server.port)
+    assert host_key_fingerprint(line) == host_key_fingerprint(server.host_key)
+
+
+def test_host_key_fingerprint_matches_openssh_format() -> None:
+    key = _ed25519_private()
+    line = _public_line(key) + " admin@district"
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + raw
+    expected = "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    assert host_key_fingerprint(line) == expected
+    assert parse_public_key_line(line).get_name() == "ssh-ed25519"
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    chain = []
+    while error.__cause__ is not None:
+        error = error.__cause__
+        chain.append(error)
+    return chain
