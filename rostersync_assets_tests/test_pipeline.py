@@ -1,0 +1,144 @@
+"""End to end on real parts: in-process SFTP server, local or S3 (moto over HTTP) archive, sandbox LMS
+over HTTP, a real Dagster instance. Each test runs the `sync_district_roster` job for one district."""
+
+import json
+
+import pandas as pd
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from rostersync_assets.defs.resources import S3ArchiveResource
+from rostersync_assets.oneroster.spec import ENTITIES
+from rostersync_assets.sandbox.generator import DistrictRoster, generate_district, next_night
+from rostersync_assets_tests.fixtures.pipeline import SLUG, TENANT
+
+STUDENTS = 300
+ALL_ASSETS = {
+    "raw_roster_delivery",
+    "archived_roster_delivery",
+    *(f"oneroster/{e}" for e in ENTITIES),
+    "roster_changes",
+    "lms_sync_results",
+}
+
+
+def materialized(result) -> dict[str, dict]:
+    return {
+        e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+    }
+
+
+def lms_ids(pipeline, entity: str) -> set[str]:
+    return set(pipeline.lms.store.active_records(TENANT, entity))
+
+
+def roster_ids(roster: DistrictRoster, entity: str) -> set[str]:
+    return set(roster.tables[entity]["sourcedId"])
+
+
+def test_first_night_syncs_everything_and_the_next_only_the_changes(district_pipeline):
+    roster = generate_district(students=STUDENTS, seed=7, district=SLUG)
+    district_pipeline.publish(roster)
+    first = district_pipeline.run()
+    assert first.success
+    events = materialized(first)
+    assert set(events) == ALL_ASSETS
+    assert events["lms_sync_results"]["created"] == sum(len(t) for t in roster.tables.values())
+    assert events["lms_sync_results"]["failed"] == 0
+    for entity in ENTITIES:
+        assert lms_ids(district_pipeline, entity) == roster_ids(roster, entity), entity
+    assert all(e.passed for e in first.get_asset_check_evaluations())
+
+    tomorrow, expected = next_night(roster, seed=7, night=2)
+    district_pipeline.publish(tomorrow)
+    second = district_pipeline.run()
+    assert second.success
+    synced = materialized(second)["lms_sync_results"]
+    assert {k: synced[k] for k in ("created", "updated", "deactivated")} == expected.counts()
+    for entity in ENTITIES:
+        assert lms_ids(district_pipeline, entity) == roster_ids(tomorrow, entity), entity
+    log = district_pipeline.lms.store.idempotency_log()
+    assert log and all(row.times_seen == 1 for row in log)
+
+
+def test_the_same_delivery_twice_writes_nothing_the_second_time(district_pipeline):
+    district_pipeline.publish(generate_district(students=STUDENTS, seed=3, district=SLUG))
+    assert district_pipeline.run().success
+    batches = len(district_pipeline.lms.store.idempotency_log())
+    again = district_pipeline.run()
+    assert again.success
+    events = materialized(again)
+    assert events["archived_roster_delivery"]["objects_written"] == 0
+    assert events["roster_changes"]["dagster/row_count"] == 0
+    assert len(district_pipeline.lms.store.idempotency_log()) == batches
+
+
+def test_a_failed_blocking_check_means_zero_lms_writes_yet_the_delivery_is_archived(district_pipeline):
+    roster = generate_district(students=STUDENTS, seed=5, district=SLUG)
+    enrollments = roster.tables["enrollments"].copy()
+    broken = enrollments.index[::10]  # 10 % of enrollments name a class that does not exist
+    enrollments.loc[broken, "classSourcedId"] = "cls-does-not-exist"
+    roster.tables["enrollments"] = enrollments
+    district_pipeline.publish(roster)
+    result = district_pipeline.run()
+    assert not result.success
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert failed == {"enrollments_references_resolve"}
+    assert "lms_sync_results" not in materialized(result) and "roster_changes" not in materialized(result)
+    assert district_pipeline.lms.store.idempotency_log() == []
+    archived = list((district_pipeline.home.archive_dir / SLUG).rglob("manifest.json"))
+    assert len(archived) == 1
+    manifest = json.loads(archived[0].read_text())
+    assert {f["name"] for f in manifest["files"]} >= {"enrollments.csv", "manifest.csv"}
+
+
+def test_a_truncated_users_file_is_held_before_it_deactivates_anyone(district_pipeline):
+    roster = generate_district(students=STUDENTS, seed=11, district=SLUG)
+    district_pipeline.publish(roster)
+    assert district_pipeline.run().success
+    writes_before = len(district_pipeline.lms.store.idempotency_log())
+    users = roster.tables["users"]
+    truncated = DistrictRoster({**roster.tables, "users": users.iloc[: len(users) // 2].reset_index(drop=True)})
+    # keep the package self-consistent so only the safety rule can stop it
+    kept = set(truncated.tables["users"]["sourcedId"])
+    for entity, column in (("enrollments", "userSourcedId"), ("demographics", "sourcedId")):
+        table = roster.tables[entity]
+        truncated.tables[entity] = table[table[column].isin(kept)].reset_index(drop=True)
+    district_pipeline.publish(truncated)
+    result = district_pipeline.run()
+    assert not result.success
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert failed == {"roster_changes_within_deactivation_limit"}
+    assert len(district_pipeline.lms.store.idempotency_log()) == writes_before
+    assert lms_ids(district_pipeline, "users") == roster_ids(roster, "users")
+
+
+def test_archive_on_s3_through_dagster_aws(district_pipeline, s3_server, s3_bucket):
+    client, bucket = s3_bucket
+    district_pipeline.publish(generate_district(students=50, seed=2, district=SLUG))
+    archive = S3ArchiveResource(s3=S3Resource(endpoint_url=s3_server, region_name="us-east-1"), bucket=bucket, prefix="raw")
+    result = district_pipeline.run(archive=archive)
+    assert result.success
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    delivery_id = materialized(result)["archived_roster_delivery"]["delivery_id"]
+    day = f"{delivery_id[:4]}/{delivery_id[4:6]}/{delivery_id[6:8]}"  # the id starts with the delivery's UTC time
+    assert all(k.startswith(f"raw/{SLUG}/{day}/{delivery_id}/") for k in keys)
+    assert {k.rsplit("/", 1)[1] for k in keys} >= {"manifest.json", "manifest.csv", "users.csv", "enrollments.csv"}
+    head = client.head_object(Bucket=bucket, Key=next(k for k in keys if k.endswith("users.csv")))
+    assert head["ServerSideEncryption"] == "AES256"
+
+
+def test_no_personal_data_reaches_the_dagster_event_log(district_pipeline):
+    roster = generate_district(students=STUDENTS, seed=13, district=SLUG)
+    district_pipeline.publish(roster)
+    result = district_pipeline.run()
+    assert result.success
+    text = "\n".join(
+        (entry.user_message or "") + repr(entry.dagster_event) for entry in district_pipeline.instance.all_logs(result.run_id)
+    )
+    users = roster.tables["users"]
+    personal = pd.concat([users["email"], users["username"], users["givenName"] + " " + users["familyName"], roster.tables["demographics"]["birthDate"]])
+    leaked = [value for value in personal.unique() if value and value in text]
+    assert leaked == []
+    assert "sourcedId" in text or "delivery_id" in text  # the log is not empty: ids and counts are there
