@@ -66,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                    else f"differs from the last delivery: {report.mismatches}")
             )
             if args.ui:
-                _serve_ui(home, args.ui_port, say)
+                _serve_ui(home, args.ui_port, report.sensor_cursor, say)
     except demo.DemoError as error:
         print(f"rostersync demo: {error}", file=sys.stderr)
         return 1
@@ -76,14 +76,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _serve_ui(home: RostersyncHome, port: int, say) -> None:
-    """Run `dagster dev` on this home with the sensor running, until Ctrl-C (servers stay up too)."""
+def _serve_ui(home: RostersyncHome, port: int, sensor_cursor: str | None, say) -> None:
+    """Run `dagster dev` on this home with the sensor running, until Ctrl-C (servers stay up too).
+
+    The sensor continues from the demo's cursor, so it does not request the nights already synced.
+    """
     repo = INSTANCE_CONFIG.parent
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(repo / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
-    process = subprocess.Popen(command, cwd=repo, env=os.environ.copy(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(command, cwd=repo, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     say(f"Dagster UI: http://127.0.0.1:{port} (asset lineage, checks and the demo's runs); Ctrl-C stops it")
     try:
-        _start_sensor_when_ready(port)
+        _start_sensor_when_ready(port, sensor_cursor)
         say("sftp_delivery_sensor is running: drop a new delivery into the demo folder to see a run")
         process.wait()
     except KeyboardInterrupt:
@@ -91,7 +95,7 @@ def _serve_ui(home: RostersyncHome, port: int, say) -> None:
         process.wait(timeout=30)
 
 
-def _start_sensor_when_ready(port: int, timeout_s: float = 120.0) -> None:
+def _start_sensor_when_ready(port: int, cursor: str | None, timeout_s: float = 120.0) -> None:
     import requests
 
     url = f"http://127.0.0.1:{port}/graphql"
@@ -105,11 +109,15 @@ def _start_sensor_when_ready(port: int, timeout_s: float = 120.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
-    mutation = (
-        "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename } }"
-    )
     selector = {"repositoryLocationName": entries[0]["name"], "repositoryName": "__repository__", "sensorName": "sftp_delivery_sensor"}
-    requests.post(url, json={"query": mutation, "variables": {"s": selector}}, timeout=30).raise_for_status()
+    mutations = [("mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename } }", {"s": selector})]
+    if cursor:
+        mutations.insert(0, ("mutation($s: SensorSelector!, $c: String) { setSensorCursor(sensorSelector: $s, cursor: $c) { __typename } }", {"s": selector, "c": cursor}))
+    for mutation, variables in mutations:
+        answer = requests.post(url, json={"query": mutation, "variables": variables}, timeout=30)
+        answer.raise_for_status()
+        if answer.json().get("errors"):
+            raise RuntimeError(f"Dagster refused {mutation.split('{')[1].split('(')[0].strip()}: {answer.json()['errors'][0].get('message')}")
 
 
 def cmd_sandbox_lms(args: argparse.Namespace) -> int:

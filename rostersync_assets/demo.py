@@ -83,6 +83,7 @@ class DemoReport:
     nights: list[NightReport]
     lms_matches_delivery: bool
     mismatches: dict[str, int]
+    sensor_cursor: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -245,7 +246,7 @@ def run_demo(
                 break
     with LmsClient(server_url, os.environ[LMS_TOKEN_ENV]) as client:
         mismatches = _lms_mismatches(client, roster)
-    return DemoReport(DEMO_SLUG, DEMO_TENANT, reports, not any(mismatches.values()), mismatches)
+    return DemoReport(DEMO_SLUG, DEMO_TENANT, reports, not any(mismatches.values()), mismatches, cursor)
 
 
 def _describe_night(report: NightReport) -> str:

@@ -294,7 +294,9 @@ def test_findings_refuses_unknown_checks() -> None:
         ),
     ],
 )
-def test_real_samples(sample: str, accepted: bool, found: dict[tuple[str, str], int], accepted_rows: dict[str, int]) -> None:
+def test_real_samples(
+    sample: str, accepted: bool, found: dict[tuple[str, str], int], accepted_rows: dict[str, int]
+) -> None:
     report = validate_package(read_package_dir(SAMPLES / sample))
 
     assert report.accepted is accepted
@@ -365,9 +367,9 @@ def _generated_district(users: int, enrollments: int, classes: int) -> RosterPac
         "users": table("users", users, sourcedId=user_ids, enabledUser="true", orgSourcedIds="s1", role="student",
                        username=user_ids, givenName="Given", familyName="Family"),
         "demographics": table("demographics", users, sourcedId=user_ids, birthDate="2010-05-04", sex="female"),
-        "enrollments": table("enrollments", enrollments, sourcedId=ids("e", seq), classSourcedId=ids("k", seq % classes),
-                             schoolSourcedId="s1", userSourcedId=user_ids[seq % users], role="student",
-                             beginDate="2024-01-08"),
+        "enrollments": table("enrollments", enrollments, sourcedId=ids("e", seq),
+                             classSourcedId=ids("k", seq % classes), schoolSourcedId="s1",
+                             userSourcedId=user_ids[seq % users], role="student", beginDate="2024-01-08"),
     }
     return RosterPackage("1.1", dict.fromkeys(spec.ENTITIES, "bulk"), tables, [])
 

@@ -136,12 +136,11 @@ class Diagnostic:
 
     def describe(self) -> str:
         """One line for logs and reports: `users.csv line 14, column role, value 'Teacher': value.enum — …`."""
-        parts = [self.file] if self.file is not None else []
-        if self.line is not None:
-            parts = [" ".join([*parts, f"line {self.line}"])]
-        if self.column is not None:
-            parts.append(f"column {self.column}")
-        if self.value is not None:
-            parts.append(f"value {self.value!r}")
-        prefix = f"{', '.join(parts)}: " if parts else ""
-        return f"{prefix}{self.rule} — {self.message}"
+        location = " ".join(filter(None, [self.file, f"line {self.line}" if self.line is not None else None]))
+        parts = [
+            location,
+            f"column {self.column}" if self.column is not None else "",
+            f"value {self.value!r}" if self.value is not None else "",
+        ]
+        where = ", ".join(filter(None, parts))
+        return f"{where}: {self.rule} — {self.message}" if where else f"{self.rule} — {self.message}"

@@ -176,4 +176,6 @@ def _unchecked(file_spec: spec.FileSpec, reference: spec.Reference, package: Ros
     mode = package.modes[reference.target]
     why = "could not be read" if mode == "bulk" else f"is {mode} in this package"
     message = f"{reference.target}.csv {why}, so {reference.column} values were not checked"
-    return Diagnostic.create("warning", "reference.unchecked", message, file=file_spec.file_name, column=reference.column)
+    return Diagnostic.create(
+        "warning", "reference.unchecked", message, file=file_spec.file_name, column=reference.column
+    )
