@@ -142,3 +142,14 @@ def test_no_personal_data_reaches_the_dagster_event_log(district_pipeline):
     leaked = [value for value in personal.unique() if value and value in text]
     assert leaked == []
     assert "sourcedId" in text or "delivery_id" in text  # the log is not empty: ids and counts are there
+
+
+def test_a_package_rejected_as_a_whole_fails_every_schema_check_by_rule_and_writes_nothing(district_pipeline):
+    district_pipeline.publish(generate_district(students=50, seed=5, district=SLUG))
+    (district_pipeline.sftp.drop_dir / "manifest.csv").write_bytes(b"propertyName,value\noneroster.version,1.2\n")
+    result = district_pipeline.run()
+    assert not result.success
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert {e.check_name for e in failed} == {f"{entity}_schema_valid" for entity in ENTITIES}
+    assert all(e.metadata["rule manifest.version_unsupported"].value == 1 for e in failed)
+    assert district_pipeline.lms.store.idempotency_log() == []

@@ -16,7 +16,7 @@ from rostersync_assets.defs.partitions import OWNERS, districts_partitions
 from rostersync_assets.defs.resources import ArchiveResource
 from rostersync_assets.oneroster.diagnostics import Diagnostic
 from rostersync_assets.oneroster.reader import read_package
-from rostersync_assets.oneroster.spec import ENTITIES, SPECS
+from rostersync_assets.oneroster.spec import ENTITIES, SPECS, entity_of_file
 from rostersync_assets.oneroster.validate import ValidationReport, validate_package
 
 # A check fails when a fatal rule trips or more than this share of an entity's rows is rejected.
@@ -61,11 +61,18 @@ def _findings_metadata(findings: Sequence[Diagnostic]) -> dict[str, object]:
     return metadata
 
 
+def _package_fatals(report: ValidationReport) -> list[Diagnostic]:
+    """Fatal findings about the package as a whole (no manifest, unsupported version, unknown files)."""
+    return [d for d in report.diagnostics if d.severity == "fatal" and entity_of_file(d.file or "") is None]
+
+
 def _check_results(report: ValidationReport, entity: str) -> Iterator[dg.AssetCheckResult]:
     rows = len(report.package.tables.get(entity, ()))
     rejected = report.rejected_rows(entity)
+    package_fatals = _package_fatals(report)
     for check in CHECK_NAMES:
-        findings = report.findings(entity, check)
+        # A rejected package fails every schema check: its tables are empty, not trustworthy.
+        findings = report.findings(entity, check) + (package_fatals if check == "schema" else [])
         fatal = any(d.severity == "fatal" for d in findings)
         errors = [d for d in findings if d.severity == "error"]
         passed = not fatal and (not errors or rejected <= MAX_REJECTED_SHARE * rows)
