@@ -9,18 +9,12 @@ before the pipeline's own figures mean anything. Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import resource
-import sys
 import time
 from pathlib import Path
 
+from benchmarks._measure import peak_rss_mib
+
 from rostersync_assets.sandbox.generator import generate_district, next_night, write_delivery
-
-
-def _peak_rss_mib() -> float:
-    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         roster, expected = next_night(roster, seed=args.seed, night=night)
         seconds = time.perf_counter() - night_started
         print(f"night {night:<9} {seconds:>12.2f} s  {expected.counts()}")
-    print(f"peak RSS        {_peak_rss_mib():>12,.0f} MiB")
+    print(f"peak RSS        {peak_rss_mib():>12,.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from rostersync_assets.registry import District, DistrictRegistry, SftpSource
 from rostersync_assets.sandbox.generator import DistrictRoster, ExpectedChanges, generate_district, next_night, write_delivery
 from rostersync_assets.sandbox.lms_server import running_sandbox_lms
 from rostersync_assets.sandbox.sftp_server import SftpServerHandle, running_sftp_server
-from rostersync_assets.sync.payloads import content_hash, lms_record
+from rostersync_assets.sync.payloads import content_hash
 
 DEMO_SLUG = "demo-district"
 DEMO_TENANT = "demo-district"
@@ -185,9 +185,9 @@ def _lms_mismatches(client: LmsClient, roster: DistrictRoster) -> dict[str, int]
     """Per entity, how many records differ between the LMS's active set and the last delivery."""
     mismatches: dict[str, int] = {}
     for entity in ENTITIES:
-        delivered = {row["sourcedId"]: content_hash(lms_record(row, entity)) for row in roster.rows(entity)}
+        delivered = {row["sourcedId"]: content_hash(row, entity) for row in roster.rows(entity)}
         live = {
-            item["sourcedId"]: content_hash(lms_record(item, entity))
+            item["sourcedId"]: content_hash(item, entity)
             for item in client.iter_records(DEMO_TENANT, entity)
             if item.get("active")
         }

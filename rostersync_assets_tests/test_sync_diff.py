@@ -5,7 +5,7 @@ import pytest
 
 from rostersync_assets.oneroster.spec import SPECS
 from rostersync_assets.sync.diff import build_change_set, change_counts, empty_state
-from rostersync_assets.sync.payloads import content_hash, lms_record, table_payloads
+from rostersync_assets.sync.payloads import content_hash, lms_record, records_json, table_hashes
 
 
 def org_table(*rows: dict[str, str]) -> pd.DataFrame:
@@ -16,7 +16,7 @@ def org_table(*rows: dict[str, str]) -> pd.DataFrame:
 
 
 def state_of(table: pd.DataFrame, active: bool = True) -> pd.DataFrame:
-    payloads = table_payloads(table, "orgs")
+    payloads = table_hashes(table, "orgs")
     return pd.DataFrame({"sourcedId": payloads["sourcedId"], "content_hash": payloads["content_hash"], "active": active})
 
 
@@ -90,8 +90,18 @@ def test_payload_leaves_out_passwords_and_bookkeeping_so_they_never_cause_writes
     row = {c: "x" for c in SPECS["users"].columns}
     record = lms_record(row, "users")
     assert "password" not in record and "status" not in record and "dateLastModified" not in record
-    changed_password = lms_record(row | {"password": "other", "dateLastModified": "y"}, "users")
-    assert content_hash(record) == content_hash(changed_password)
+    changed_password = row | {"password": "other", "dateLastModified": "y"}
+    assert content_hash(row, "users") == content_hash(changed_password, "users")
+    assert content_hash(row | {"email": "other"}, "users") != content_hash(row, "users")
+
+
+def test_table_hashes_equal_the_per_record_hash_and_records_carry_the_payload():
+    table = org_table(DISTRICT, SCHOOL)
+    hashes = table_hashes(table, "orgs")
+    assert list(hashes["content_hash"]) == [content_hash(DISTRICT, "orgs"), content_hash(SCHOOL, "orgs")]
+    import json
+
+    assert json.loads(records_json(table, "orgs")[1]) == lms_record(SCHOOL, "orgs")
 
 
 def test_empty_state_has_the_expected_columns():

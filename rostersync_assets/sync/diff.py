@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from rostersync_assets.oneroster.spec import ENTITIES
-from rostersync_assets.sync.payloads import table_payloads
+from rostersync_assets.sync.payloads import records_json, table_hashes
 
 UPSERT_OPS = ("create", "update", "reactivate")
 DEACTIVATE_OP = "deactivate"
@@ -36,7 +37,14 @@ def empty_changes() -> pd.DataFrame:
     return frame.astype({"seq": "int64", "line": "int64"})
 
 
-def _upserts(entity: str, incoming: pd.DataFrame, state: pd.DataFrame) -> pd.DataFrame:
+def _isin(values: pd.Series, others: pd.Series) -> np.ndarray:
+    """Membership through a hash table of plain Python strings (pandas' Arrow-string isin is per row)."""
+    return pd.Index(values.to_numpy(dtype=object), dtype=object).isin(others.to_numpy(dtype=object))
+
+
+def _upserts(entity: str, table: pd.DataFrame, state: pd.DataFrame) -> pd.DataFrame:
+    incoming = table_hashes(table, entity)
+    incoming["position"] = range(len(incoming))
     merged = incoming.merge(state, on="sourcedId", how="left", suffixes=("", "_before"), indicator=True)
     known = merged["_merge"] == "both"
     active_before = merged["active"].fillna(False).astype(bool)
@@ -53,7 +61,7 @@ def _upserts(entity: str, incoming: pd.DataFrame, state: pd.DataFrame) -> pd.Dat
             "line": changed["line"].to_numpy(),
             "hash_before": changed["content_hash_before"].fillna("").to_numpy(),
             "hash_after": changed["content_hash"].to_numpy(),
-            "record": changed["record"].to_numpy(),
+            "record": records_json(table.iloc[changed["position"].to_numpy()], entity),
         }
     )
 
@@ -82,12 +90,11 @@ def diff_entity(entity: str, table: pd.DataFrame, mode: str, state: pd.DataFrame
     if mode == "delta":
         status = table["status"].fillna("").str.strip().str.lower()
         removed = status.isin(REMOVAL_STATUSES)
-        upserts = _upserts(entity, table_payloads(table[~removed], entity), state)
+        upserts = _upserts(entity, table[~removed], state)
         lines = table.loc[removed, "_line"] if "_line" in table.columns else pd.Series(0, index=table.index[removed])
         return upserts, _deactivations(entity, table.loc[removed, "sourcedId"], lines, state)
-    incoming = table_payloads(table, entity)
-    upserts = _upserts(entity, incoming, state)
-    gone = state.loc[~state["sourcedId"].isin(incoming["sourcedId"]), "sourcedId"]
+    upserts = _upserts(entity, table, state)
+    gone = state.loc[~_isin(state["sourcedId"], table["sourcedId"]), "sourcedId"]
     return upserts, _deactivations(entity, gone, pd.Series(0, index=gone.index), state)
 
 
