@@ -79,6 +79,29 @@ RULES: dict[str, str] = {
         "The file a required reference points to is not a bulk file of this package, so the reference "
         "cannot be checked here."
     ),
+    # Certain fixes and value findings made by normalize.py (profiles decide what is certain).
+    "fix.header_alias": "A header was renamed to its spec column by the district profile's header aliases.",
+    "fix.header_case": "A header matched a spec column only when case is ignored; it was renamed.",
+    "fix.file_name_case": "A file name matched a OneRoster file only when case is ignored; it was read as that file.",
+    "fix.enum_case": "An enumeration value matched only when case is ignored (Teacher for teacher); it was normalised.",
+    "fix.enum_alias": "An enumeration value was mapped by the district profile's enum aliases.",
+    "fix.boolean_case": "A boolean was written in another case (TRUE, True); it was normalised to true/false.",
+    "fix.boolean_alias": "A boolean token (Y, N, 1, 0) was mapped to true/false by the district profile.",
+    "fix.status_alias": "A status of inactive or deleted was read as tobedeleted (OneRoster 1.0 vocabulary).",
+    "fix.null_token": "A literal NULL, null or N/A was read as blank.",
+    "fix.whitespace": "Leading or trailing spaces around an identifier or list item were removed.",
+    "fix.grade": "A grade was normalised to its CEDS code (9 to 09, K to KG) by rule or district profile.",
+    "fix.date_format": "A date in the district profile's date format was converted to YYYY-MM-DD.",
+    "fix.datetime": "A dateLastModified that was not UTC with milliseconds (or a bare date) was normalised to UTC.",
+    "file.encoding_fallback": "The file is not UTF-8; it was decoded with the district profile's fallback encoding.",
+    "value.date_ambiguous": (
+        "A date is not YYYY-MM-DD and its day/month order is ambiguous; set the district profile's date_format."
+    ),
+    "value.grade_unknown": "A grade is not a CEDS code and the district profile does not map it; kept as delivered.",
+    "value.id_personal": "A sourcedId looks like personal data (an e-mail address or a name); ids should be opaque.",
+    # Clever's legacy SFTP format, converted to OneRoster tables by clever.py.
+    "clever.converted": "The delivery is in Clever's legacy SFTP format; it was converted to OneRoster 1.1 tables.",
+    "clever.file_missing": "A file Clever's format requires (schools, students, teachers, sections, enrollments) is missing.",
 }
 
 
