@@ -1,7 +1,8 @@
 """The district registry: which districts rostersync serves, where their files are, which LMS tenant.
 
 A YAML file (`districts.yaml` in the home folder; `districts.example.yaml` in the repository shows
-the shape). It names credentials only by reference (an environment variable), never the secret.
+the shape). It names credentials only by reference (an environment variable), never the secret, and
+holds each district's reading profile (see oneroster/profile.py).
 Each registered slug becomes a partition of the `districts` dynamic partitions definition.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from rostersync_assets.connectors.sftp import SftpCredentials, SftpEndpoint
+from rostersync_assets.oneroster.profile import STRICT, DistrictProfile, ProfileError
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
@@ -78,10 +80,16 @@ class District:
     name: str
     lms_tenant: str
     sftp: SftpSource
+    profile: DistrictProfile = STRICT
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["sftp"] = {k: v for k, v in data["sftp"].items() if v is not None}
+        profile = {k: v for k, v in asdict(self.profile).items() if v != getattr(STRICT, k)}
+        if profile:
+            data["profile"] = profile
+        else:
+            data.pop("profile")
         return data
 
 
@@ -103,8 +111,13 @@ def _parse_district(raw: Any, index: int) -> District:
                 f"district {slug}: sftp.{secret_field} holds a secret in the registry; "
                 f"name an environment variable with sftp.{secret_field}_env instead"
             )
+    try:
+        profile = DistrictProfile.from_mapping(raw.get("profile"))
+    except ProfileError as error:
+        raise RegistryError(f"district {slug}: profile: {error}") from None
     return District(
         slug=slug,
+        profile=profile,
         name=str(raw.get("name") or slug),
         lms_tenant=str(raw.get("lms_tenant") or slug),
         sftp=SftpSource(

@@ -393,3 +393,14 @@ def test_s3_upload_corrupted_in_transit_is_caught_and_removed(
     assert f"rosters/{FOLDER}/users.csv" not in backend.keys()
     retry = _archive(backend.archive, stage(DELIVERY_FILES))
     assert retry.newly_written == 2  # users.csv and the manifest
+
+
+def test_reports_are_attached_beside_the_delivery_content_addressed(backend: Backend, stage: Stage) -> None:
+    delivery = _archive(backend.archive, stage(DELIVERY_FILES))
+    first = backend.archive.attach_report(DISTRICT, DELIVERY, DELIVERED_AT, "diagnostics.json", b'{"n": 1}')
+    again = backend.archive.attach_report(DISTRICT, DELIVERY, DELIVERED_AT, "diagnostics.json", b'{"n": 1}')
+    other = backend.archive.attach_report(DISTRICT, DELIVERY, DELIVERED_AT, "diagnostics.json", b'{"n": 2}')
+    assert first == again != other
+    folder = delivery.manifest_uri.rsplit("/", 1)[0]
+    assert first.startswith(f"{folder}/reports/diagnostics-") and first.endswith(".json")
+    assert _read_users(backend) == DELIVERY_FILES["users.csv"]  # the delivery itself is untouched

@@ -54,3 +54,15 @@ def test_missing_registry_is_empty_and_unknown_district_is_named(tmp_path):
     registry = DistrictRegistry.load(tmp_path / "none.yaml")
     with pytest.raises(RegistryError, match="adams-isd"):
         registry.get("adams-isd")
+
+
+def test_a_district_profile_round_trips_and_a_bad_one_names_the_district(tmp_path):
+    from rostersync_assets.oneroster.profile import DistrictProfile
+
+    profiled = District("lincoln-usd", "Lincoln", "lincoln", SOURCE, DistrictProfile(date_format="%m/%d/%Y", grade_map={"K": "KG"}))
+    path = tmp_path / "districts.yaml"
+    DistrictRegistry({}).with_district(profiled).save(path)
+    assert DistrictRegistry.load(path).get("lincoln-usd").profile == profiled.profile
+    path.write_text(path.read_text() + "    legacy_v1_O: true\n")
+    with pytest.raises(RegistryError, match="lincoln-usd.*legacy_v1_O"):
+        DistrictRegistry.load(path)

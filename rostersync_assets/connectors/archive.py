@@ -152,6 +152,25 @@ class DeliveryArchive(ABC):
             )
         return data
 
+    def attach_report(
+        self, district: str, delivery_id: str, delivered_at: datetime, name: str, body: bytes
+    ) -> str:
+        """Store a report derived from a delivery (its diagnostics) beside it; returns its URI.
+
+        The key carries the report's own sha256 (`reports/<stem>-<12 hex>.<ext>`), so judging the
+        same delivery the same way again is a no-op and a different judgement (a new profile, new
+        rules) never overwrites an earlier one: the archive stays write-once.
+        """
+        folder = key_prefix(district, delivery_id, delivered_at)
+        _check_file_name(name)
+        stem, _, extension = name.rpartition(".")
+        sha256 = hashlib.sha256(body).hexdigest()
+        key = f"{folder}/reports/{stem or extension}-{sha256[:12]}.{extension if stem else 'bin'}"
+        context = _Context(district, delivery_id)
+        if self._stored_sha256(key) is None and self._put_new(key, io.BytesIO(body), sha256):
+            self._verify_written(key, sha256, context)
+        return self._uri(key)
+
     def load_manifest(
         self, district: str, delivery_id: str, delivered_at: datetime
     ) -> dict[str, Any]:
