@@ -5,6 +5,9 @@
                                                            a demo district synced end to end
     rostersync sandbox lms [--home DIR | --db PATH] --port P --token T
                                                            serve the sandbox LMS (what the demo's LMS received)
+    rostersync validate PATH [--json] [--profile FILE]
+                                                           judge a delivery (folder or zip) as the nightly sync
+                                                           would: exit 0 accepted, 1 rejected
 
 Exit codes: 0 success, 1 the work failed (the output says why), 2 usage errors.
 """
@@ -135,6 +138,15 @@ def cmd_sandbox_lms(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from rostersync_assets.validate_command import run_validate
+
+    # Findings may quote non-ASCII values: an ASCII-only terminal gets escapes, not a UnicodeEncodeError.
+    sys.stdout.reconfigure(errors="backslashreplace")
+    profile = Path(args.profile) if args.profile else None
+    return run_validate(Path(args.path), as_json=args.json, profile_path=profile, out=sys.stdout, err=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rostersync", description="Keep an LMS in sync with districts' OneRoster rosters.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     lms.add_argument("--port", type=int, default=8765)
     lms.add_argument("--token", help="bearer token clients must send (default: $ROSTERSYNC_LMS_TOKEN)")
     lms.set_defaults(run=cmd_sandbox_lms)
+
+    validate = commands.add_parser("validate", help="check a OneRoster delivery and explain what to fix")
+    validate.add_argument("path", metavar="PATH", help="delivery folder or .zip file")
+    validate.add_argument("--json", action="store_true", help="print the summary as one JSON document")
+    validate.add_argument("--profile", metavar="FILE", help="district profile (YAML) to read the delivery with")
+    validate.set_defaults(run=cmd_validate)
     return parser
 
 

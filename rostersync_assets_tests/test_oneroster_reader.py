@@ -164,8 +164,8 @@ def test_missing_manifest_is_fatal_and_nothing_is_read() -> None:
     assert package.modes == dict.fromkeys(spec.ENTITIES, "absent")
 
 
-@pytest.mark.parametrize("version", ["1.2", "1.0", ""])
-def test_only_oneroster_1_1_is_supported(version: str) -> None:
+@pytest.mark.parametrize("version", ["1.0", "1.3", "2.0", ""])
+def test_only_oneroster_1_1_and_1_2_manifests_are_supported(version: str) -> None:
     files = package_files()
     files[spec.MANIFEST_FILE] = manifest_bytes(dict.fromkeys(spec.ENTITIES, "bulk"), version=version)
 
@@ -280,15 +280,30 @@ def test_unknown_file_is_reported_and_ignored() -> None:
     ]
 
 
-def test_unsynced_files_are_accepted_but_not_read() -> None:
+def test_unsynced_files_are_structure_checked_but_not_read() -> None:
     files = package_files()
     files[spec.MANIFEST_FILE] = files[spec.MANIFEST_FILE].replace(b"file.resources,absent", b"file.resources,bulk")
-    files["resources.csv"] = b"sourcedId,status,dateLastModified,vendorResourceId\nr1,,,v1\n"
+    columns = spec.UNSYNCED_COLUMNS_V1_1["resources"]
+    files["resources.csv"] = csv_bytes(columns, [["r1", "", "", "v1"] + [""] * 5, ["r 2", "", "", "v2"]])
 
     package = read_package(files)
 
-    assert package.diagnostics == []
-    assert "resources" not in package.modes
+    assert [(d.severity, d.rule, d.line) for d in package.diagnostics] == [("warning", "row.width", 3)]
+    assert "resources" not in package.modes and "resources" not in package.tables
+
+
+def test_unsynced_file_with_bad_header_or_ids_only_warns() -> None:
+    files = package_files()
+    files[spec.MANIFEST_FILE] = files[spec.MANIFEST_FILE].replace(b"file.categories,absent", b"file.categories,bulk")
+    files["categories.csv"] = b"sourcedId,status,dateLastModified,title\nc 1,,,Homework\nc2,,,Tests\n"
+    assert [(d.severity, d.rule, d.line, d.value) for d in read_package(files).diagnostics] == [
+        ("warning", "value.guid", 2, "c 1")
+    ]
+
+    files["categories.csv"] = b"sourcedId,name\nc1,Homework\n"
+    assert {(d.severity, d.rule) for d in read_package(files).diagnostics} == {
+        ("warning", "file.header_missing_column")
+    }
 
 
 # --- encoding and line endings ----------------------------------------------------------------------
@@ -438,7 +453,8 @@ def test_delta_file_without_rows_is_an_empty_table() -> None:
 
 
 def test_delta_rows_keep_status_and_date_last_modified() -> None:
-    rows = edited_rows("users", 1, status="tobedeleted", dateLastModified="2024-03-01T12:00:00.000Z")
+    rows = [{**row, "status": "active", "dateLastModified": "2024-03-01T12:00:00.000Z"} for row in VALID_ROWS["users"]]
+    rows[1]["status"] = "tobedeleted"
 
     package = read_package(package_files(modes={"users": "delta"}, users=table_bytes("users", rows)))
 

@@ -146,7 +146,7 @@ def test_no_personal_data_reaches_the_dagster_event_log(district_pipeline):
 
 def test_a_package_rejected_as_a_whole_fails_every_schema_check_by_rule_and_writes_nothing(district_pipeline):
     district_pipeline.publish(generate_district(students=50, seed=5, district=SLUG))
-    (district_pipeline.sftp.drop_dir / "manifest.csv").write_bytes(b"propertyName,value\noneroster.version,1.2\n")
+    (district_pipeline.sftp.drop_dir / "manifest.csv").write_bytes(b"propertyName,value\noneroster.version,2.0\n")
     result = district_pipeline.run()
     assert not result.success
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]

@@ -24,7 +24,18 @@ SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 # Rule id -> plain-language explanation. Ids are stable: dashboards, tests and district reports key on them.
 RULES: dict[str, str] = {
     "package.file_unknown": (
-        "A delivered file is not a OneRoster 1.1 file (wrong name, wrong case or a sub-folder); it is ignored."
+        "A delivered file is not a file of the package's OneRoster version (wrong name or a sub-folder); it is ignored."
+    ),
+    "package.zip_invalid": "The zip archive cannot be read (damaged, encrypted or not a zip), so nothing can be synced.",
+    "package.zip_subdirectory": (
+        "The zip holds a folder or a file inside a folder; OneRoster files must sit at the zip root (REFERENCE P1)."
+    ),
+    "package.zip_unsafe_name": (
+        "A zip entry name is absolute or climbs out of the archive (../, a drive letter or a backslash): zip-slip."
+    ),
+    "package.zip_duplicate_name": "Two zip entries have the same name, so which one is the file is ambiguous.",
+    "package.zip_too_large": (
+        "The zip unpacks to more than rostersync's limit (a zip bomb or a runaway export); it was not read."
     ),
     "manifest.missing": (
         "manifest.csv is missing, so the version and the bulk/delta/absent mode of each file are unknown."
@@ -33,11 +44,13 @@ RULES: dict[str, str] = {
         "manifest.csv is not a two-column propertyName,value table, so its properties cannot be trusted."
     ),
     "manifest.version_unsupported": (
-        "oneroster.version is missing or names a version rostersync does not read yet (only 1.1)."
+        "oneroster.version is missing or names a version rostersync does not read (1.1 and 1.2/1.2.x are read; "
+        "1.0 packages have no manifest and need the district profile's legacy_v1_0)."
     ),
     "manifest.property_duplicate": "A manifest property is given twice, so its value is ambiguous.",
     "manifest.property_unknown": (
-        "A manifest property is not defined by OneRoster 1.1 (often a typo such as fiel.users); it is ignored."
+        "A manifest property is not defined by the package's OneRoster version (often a typo such as fiel.users); "
+        "it is ignored."
     ),
     "manifest.mode_invalid": "A file.<name> value is not bulk, delta or absent.",
     "manifest.entry_missing": (
@@ -55,14 +68,27 @@ RULES: dict[str, str] = {
         "absent instead); a warning for a delta file (no changes)."
     ),
     "file.header_duplicate_column": "A column name appears twice in the header, so its values are ambiguous.",
-    "file.header_missing_column": "A column the OneRoster 1.1 file must have is missing from the header.",
+    "file.header_missing_column": "A column the file must have in its OneRoster version is missing from the header.",
+    "file.header_version_mismatch": (
+        "The header has the columns of another OneRoster version than the package declares (1.0 names under a "
+        "1.1 manifest, a 1.1 users.csv in a 1.2 package); the message names that version. Fatal for the file."
+    ),
     "file.header_unknown_column": (
-        "The header has a column OneRoster 1.1 does not define (metadata.* extensions are allowed); it is ignored."
+        "The header has a column the file's OneRoster version does not define (metadata.* extensions are allowed); "
+        "it is ignored."
     ),
     "file.header_order": "The OneRoster columns are not first and in spec order; they were read by name.",
     "row.width": "The row does not have as many cells as the header.",
     "row.trailing_empty_cells": "Rows had empty cells beyond the header (a trailing comma); they were removed.",
     "row.line_break": "A quoted cell contains a line break, which OneRoster CSV does not allow.",
+    "row.delta_status": "A row of a delta file has no status, or one other than active or tobedeleted; rejected.",
+    "row.delta_date_last_modified": "A row of a delta file has no dateLastModified; rejected.",
+    "row.bulk_lifecycle_filled": (
+        "Rows of a bulk file fill status or dateLastModified, which bulk files leave blank; accepted (one per file)."
+    ),
+    "row.bulk_tobedeleted": (
+        "A row of a bulk file is marked tobedeleted; it is left out of the snapshot, so the record is removed."
+    ),
     "value.required": "A required value is blank.",
     "value.guid": "A sourcedId (or list of them) is not 1-255 characters from 0-9 A-Z a-z . _ / @ -.",
     "value.enum": "The value is not one of the allowed values (exact case).",
@@ -78,6 +104,21 @@ RULES: dict[str, str] = {
     "reference.unchecked": (
         "The file a required reference points to is not a bulk file of this package, so the reference "
         "cannot be checked here."
+    ),
+    # Other OneRoster versions (versions.py).
+    "version.converted": (
+        "The file is in another OneRoster version's layout (1.0, or 1.2 users.csv) and was converted to the 1.1 "
+        "columns rostersync syncs; the message lists renamed, blank-filled and derived columns."
+    ),
+    "roles.primary_count": (
+        "OneRoster 1.2 roles.csv: a user must have exactly one primary role per org; every role row of that "
+        "user and org is rejected."
+    ),
+    "roles.profile_user_mismatch": (
+        "OneRoster 1.2 roles.csv: the role's userProfileSourcedId is not a userProfile of the same user."
+    ),
+    "roles.primary_org_without_role": (
+        "OneRoster 1.2 users.csv: the user's primaryOrgSourcedId is not an org the user holds a role in."
     ),
     # Certain fixes and value findings made by normalize.py (profiles decide what is certain).
     "fix.header_alias": "A header was renamed to its spec column by the district profile's header aliases.",

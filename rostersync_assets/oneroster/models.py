@@ -19,12 +19,13 @@ import pandera.pandas as pa
 
 from rostersync_assets.oneroster import spec
 from rostersync_assets.oneroster.diagnostics import Diagnostic
-from rostersync_assets.oneroster.reader import LINE_COLUMN
+from rostersync_assets.oneroster.spec import LINE_COLUMN
 
 GUID_PATTERN = r"[0-9A-Za-z._/@-]{1,255}"
 GUID_LIST_PATTERN = rf"\s*{GUID_PATTERN}\s*(?:,\s*{GUID_PATTERN}\s*)*"
 DATE_PATTERN = r"\d{4}-\d{2}-\d{2}"
 YEAR_PATTERN = r"\d{4}"
+EXT_TOKEN_PATTERN = r"ext:[A-Za-z0-9.\-_]+"
 BOOLEANS = frozenset({"true", "false"})
 
 _Test = Callable[[pd.Series], pd.Series]
@@ -48,7 +49,9 @@ def _matching(pattern: str) -> _Test:
     return _blank_or(lambda values: values.str.fullmatch(pattern))
 
 
-def _one_of(allowed: frozenset[str]) -> _Test:
+def _one_of(allowed: frozenset[str], extensible: bool = False) -> _Test:
+    if extensible:
+        return _blank_or(lambda values: values.isin(allowed) | values.str.fullmatch(EXT_TOKEN_PATTERN))
     return _blank_or(lambda values: values.isin(allowed))
 
 
@@ -73,8 +76,10 @@ def _column_checks(file_spec: spec.FileSpec, column: str) -> list[pa.Check]:
         checks.append(pa.Check(_matching(GUID_PATTERN), name="value.guid", error=error))
     if column in file_spec.enums:
         allowed = file_spec.enums[column]
-        error = f"must be one of (exact case): {', '.join(sorted(allowed))}"
-        checks.append(pa.Check(_one_of(allowed), name="value.enum", error=error))
+        extensible = column in file_spec.extensible
+        tokens = ", ".join(sorted(allowed)) + (" or ext:<name>" if extensible else "")
+        error = f"must be one of (exact case): {tokens}"
+        checks.append(pa.Check(_one_of(allowed, extensible), name="value.enum", error=error))
     if column in file_spec.booleans:
         checks.append(pa.Check(_one_of(BOOLEANS), name="value.boolean", error="must be true or false (lowercase)"))
     if column in file_spec.dates:
@@ -86,24 +91,35 @@ def _column_checks(file_spec: spec.FileSpec, column: str) -> list[pa.Check]:
 
 
 @functools.cache
-def schema_for(entity: str) -> pa.DataFrameSchema:
-    """The schema of one synced file's table as the reader produces it (spec columns + `_line`)."""
-    file_spec = spec.SPECS[entity]
+def schema_for(entity: str, version: str = "1.1") -> pa.DataFrameSchema:
+    """The schema of one synced file's table as the reader produces it (spec columns + `_line`).
+
+    `version` selects the value vocabularies (1.2 accepts `ext:` tokens); the columns are always 1.1's.
+    """
+    return schema_of(spec.canonical_spec(entity, version))
+
+
+def schema_of(file_spec: spec.FileSpec) -> pa.DataFrameSchema:
+    """The schema of any table shaped like `file_spec` (also 1.2's roles/userProfiles, which are not synced)."""
     columns = {column: pa.Column(str, _column_checks(file_spec, column)) for column in file_spec.columns}
     columns[LINE_COLUMN] = pa.Column(int, description="1-based line of the row in its file (header = 1)")
     return pa.DataFrameSchema(
-        columns, name=entity, description=f"OneRoster 1.1 {file_spec.file_name}", strict=True, ordered=True
+        columns, name=file_spec.entity, description=f"OneRoster {file_spec.file_name}", strict=True, ordered=True
     )
 
 
-def validate_table(entity: str, table: pd.DataFrame) -> list[Diagnostic]:
-    """One error per failing cell of a table read by the reader, ordered by line then column."""
-    schema = schema_for(entity)
+def validate_table(entity: str, table: pd.DataFrame, version: str = "1.1") -> list[Diagnostic]:
+    """One error per failing cell of a synced table read by the reader, ordered by line then column."""
+    return validate_with(schema_for(entity, version), spec.SPECS[entity].file_name, table)
+
+
+def validate_with(schema: pa.DataFrameSchema, file_name: str, table: pd.DataFrame) -> list[Diagnostic]:
+    """One error per failing cell of `table` under `schema`, ordered by line then column."""
     try:
         # inplace: nothing is coerced, so this only avoids copying a million-row table.
         schema.validate(table, lazy=True, inplace=True)
     except pa.errors.SchemaErrors as exc:
-        return _diagnostics(schema, spec.SPECS[entity].file_name, table, exc.failure_cases)
+        return _diagnostics(schema, file_name, table, exc.failure_cases)
     return []
 
 

@@ -7,7 +7,11 @@ Source: ../shared/oneroster/REFERENCE.md §6 (1.1 columns) and §8 (reference ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+# Every table carries the 1-based line of each row in its file (the header is line 1), so any later
+# finding about a row can point a data steward at it.
+LINE_COLUMN = "_line"
 
 # Every OneRoster file starts with these three columns; status/dateLastModified are blank in bulk.
 COMMON_COLUMNS: tuple[str, ...] = ("sourcedId", "status", "dateLastModified")
@@ -60,6 +64,8 @@ class FileSpec:
     booleans: frozenset[str] = frozenset()
     # Columns holding a four-digit Year (`YYYY`, REFERENCE §4).
     years: frozenset[str] = frozenset()
+    # Enumerated columns that also accept an extension token `ext:<name>` (OneRoster 1.2, REFERENCE §4).
+    extensible: frozenset[str] = frozenset()
 
     @property
     def file_name(self) -> str:
@@ -248,14 +254,58 @@ SYNCED_FILES: tuple[FileSpec, ...] = (
 SPECS: dict[str, FileSpec] = {spec.entity: spec for spec in SYNCED_FILES}
 ENTITIES: tuple[str, ...] = tuple(spec.entity for spec in SYNCED_FILES)
 
-# The other 1.1 data files (REFERENCE §2): a manifest may declare them, rostersync does not read them.
-UNSYNCED_ENTITIES_V1_1: frozenset[str] = frozenset(
-    {"categories", "classResources", "courseResources", "lineItems", "resources", "results"}
-)
 
 MANIFEST_FILE = "manifest.csv"
 # Manifest modes per file (REFERENCE §2/§3): absent never means "delete everything".
 FILE_MODES: frozenset[str] = frozenset({"bulk", "delta", "absent"})
+
+
+# The other 1.1 data files' columns (REFERENCE §6.8/§6.9): their structure is checked, they are not synced.
+UNSYNCED_COLUMNS_V1_1: dict[str, tuple[str, ...]] = {
+    "categories": COMMON_COLUMNS + ("title",),
+    "classResources": COMMON_COLUMNS + ("title", "classSourcedId", "resourceSourcedId"),
+    "courseResources": COMMON_COLUMNS + ("title", "courseSourcedId", "resourceSourcedId"),
+    "lineItems": COMMON_COLUMNS
+    + (
+        "title", "description", "assignDate", "dueDate", "classSourcedId", "categorySourcedId",
+        "gradingPeriodSourcedId", "resultValueMin", "resultValueMax",
+    ),
+    "resources": COMMON_COLUMNS + ("vendorResourceId", "title", "roles", "importance", "vendorId", "applicationId"),
+    "results": COMMON_COLUMNS
+    + ("lineItemSourcedId", "studentSourcedId", "scoreStatus", "score", "scoreDate", "comment"),
+}
+
+UNSYNCED_ENTITIES_V1_1: frozenset[str] = frozenset(UNSYNCED_COLUMNS_V1_1)
+
+
+# OneRoster 1.2 keeps the 1.1 columns of these files but widens their vocabularies (REFERENCE §5, §7.1):
+# most enumerations accept `ext:` tokens and `sex` gains unspecified/other. users.role is not widened:
+# it is rostersync's canonical 1.1 role, derived from roles.csv for 1.2 packages.
+_V1_2_EXTENSIBLE: dict[str, frozenset[str]] = {
+    "orgs": frozenset({"type"}),
+    "academicSessions": frozenset({"type"}),
+    "classes": frozenset({"classType"}),
+    "enrollments": frozenset({"role"}),
+    "demographics": frozenset({"sex"}),
+}
+_V1_2_ENUM_ADDITIONS: dict[str, dict[str, frozenset[str]]] = {
+    "demographics": {"sex": frozenset({"unspecified", "other"})},
+}
+
+
+def is_v1_2(version: str) -> bool:
+    """`oneroster.version` 1.2 and 1.2.x (1.2.1 producers write either) are the same CSV binding family."""
+    return version == "1.2" or version.startswith("1.2.")
+
+
+def canonical_spec(entity: str, version: str) -> FileSpec:
+    """The synced file's spec with the value vocabularies of `version` (the columns are always 1.1's)."""
+    file_spec = SPECS[entity]
+    if not is_v1_2(version):
+        return file_spec
+    additions = _V1_2_ENUM_ADDITIONS.get(entity, {})
+    enums = {column: allowed | additions.get(column, frozenset()) for column, allowed in file_spec.enums.items()}
+    return replace(file_spec, enums=enums, extensible=_V1_2_EXTENSIBLE.get(entity, frozenset()))
 
 
 def entity_of_file(file_name: str) -> str | None:

@@ -28,6 +28,12 @@ CHECK_NAMES = {
     "unique_sourced_ids": "{entity}_sourced_ids_unique",
     "references": "{entity}_references_resolve",
 }
+CHECK_DESCRIPTIONS = {
+    "schema": "The package is readable and the file's rows have the required values, enums, dates, booleans and ids.",
+    "unique_sourced_ids": "Every sourcedId appears once in the file.",
+    "references": "The records a row names (classes, users, orgs, sessions) exist in the package.",
+}
+BLOCKING_RULE = " Blocks the sync on a fatal finding or when more than the district's max_rejected_share of rows is rejected."
 
 
 def table_key(entity: str) -> dg.AssetKey:
@@ -101,7 +107,13 @@ def _check_results(report: ValidationReport, entity: str) -> Iterator[dg.AssetCh
     },
     partitions_def=districts_partitions,
     check_specs=[
-        dg.AssetCheckSpec(check_name(entity, check), asset=table_key(entity), blocking=True, partitions_def=districts_partitions)
+        dg.AssetCheckSpec(
+            check_name(entity, check),
+            asset=table_key(entity),
+            blocking=True,
+            partitions_def=districts_partitions,
+            description=CHECK_DESCRIPTIONS[check] + BLOCKING_RULE,
+        )
         for entity in ENTITIES
         for check in CHECK_NAMES
     ],
