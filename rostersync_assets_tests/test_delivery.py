@@ -44,6 +44,17 @@ def test_a_new_delivery_after_a_synced_one_is_ready_again():
     assert first and second and first != second
 
 
+def test_a_complete_clever_set_marks_a_delivery_without_manifest():
+    clever = [RemoteFile(name, 10, 1000) for name in ("schools.csv", "Students.csv", "teachers.csv", "sections.csv")]
+    state, _ = watch_step(WatchState(), clever)
+    _, ready = watch_step(state, clever)
+    assert ready is None  # enrollments.csv still missing
+    complete = [*clever, RemoteFile("enrollments.csv", 10, 1000)]
+    state, _ = watch_step(WatchState(), complete)
+    _, ready = watch_step(state, complete)
+    assert ready is not None
+
+
 def test_hidden_and_unsafe_names_are_left_out_of_a_delivery():
     kept, left_out = split_listing([USERS, RemoteFile(".DS_Store", 1, 1), RemoteFile("users.csv.part", 1, 1)])
     assert [f.name for f in kept] == ["users.csv", "users.csv.part"]

@@ -2,12 +2,16 @@
 over HTTP, a real Dagster instance. Each test runs the `sync_district_roster` job for one district."""
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from dagster_aws.s3 import S3Resource
 
 from rostersync_assets.defs.resources import S3ArchiveResource
+from rostersync_assets.oneroster.profile import DistrictProfile
+from rostersync_assets.registry import DistrictRegistry
 from rostersync_assets.oneroster.spec import ENTITIES
 from rostersync_assets.sandbox.generator import DistrictRoster, generate_district, next_night
 from rostersync_assets_tests.fixtures.pipeline import SLUG, TENANT
@@ -153,3 +157,41 @@ def test_a_package_rejected_as_a_whole_fails_every_schema_check_by_rule_and_writ
     assert {e.check_name for e in failed} == {f"{entity}_schema_valid" for entity in ENTITIES}
     assert all(e.metadata["rule manifest.version_unsupported"].value == 1 for e in failed)
     assert district_pipeline.lms.store.idempotency_log() == []
+
+
+def test_a_row_rejected_within_the_share_is_quarantined_and_never_read_as_a_removal(district_pipeline):
+    roster = generate_district(students=STUDENTS, seed=17, district=SLUG)
+    district_pipeline.publish(roster)
+    assert district_pipeline.run().success
+    users = roster.tables["users"].copy()
+    student = users.index[users["role"] == "student"][0]
+    quarantined = users.at[student, "sourcedId"]
+    users.at[student, "role"] = "pupil"  # not a OneRoster role: the row is rejected
+    district_pipeline.publish(DistrictRoster({**roster.tables, "users": users}))
+    result = district_pipeline.run()
+    assert result.success  # 1 row of ~320 is within the 2 % share
+    events = materialized(result)
+    assert events["oneroster/users"]["rejected_rows"] == 1
+    assert quarantined in lms_ids(district_pipeline, "users")  # still active: not deactivated
+    assert events["roster_changes"]["deactivations"] == 0
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    diagnostics_uri = checks["users_schema_valid"].metadata["diagnostics"].value
+    assert diagnostics_uri.startswith((district_pipeline.home.archive_dir / SLUG).as_uri())
+    findings = json.loads(Path(diagnostics_uri.removeprefix("file://")).read_text())
+    assert [(d["rule"], d["file"], d["column"]) for d in findings if d["severity"] == "error"][0] == (
+        "value.enum", "users.csv", "role"
+    )
+
+
+def test_a_clever_district_onboards_the_same_way(district_pipeline):
+    samples = Path(__file__).resolve().parents[2] / "shared" / "oneroster-samples" / "clever-sandbox"
+    for path in samples.glob("*.csv"):
+        (district_pipeline.sftp.drop_dir / path.name).write_bytes(path.read_bytes())
+    # The admin confirmed the export's date format (M/D/YY) when registering the district.
+    registry = DistrictRegistry.load(district_pipeline.home.registry_path)
+    profiled = replace(registry.get(SLUG), profile=DistrictProfile(date_format="%m/%d/%y"))
+    registry.with_district(profiled).save(district_pipeline.home.registry_path)
+    result = district_pipeline.run()
+    assert result.success, [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    enrollments = district_pipeline.lms.store.active_records(TENANT, "enrollments")
+    assert sum(1 for record in enrollments.values() if record["role"] == "student") == 8971

@@ -1,7 +1,7 @@
 """A district's delivery on its SFTP server: when it is complete, what it is called, staging it locally.
 
 A delivery is the set of files in the district's remote folder. It is complete once `manifest.csv`
-is there and two listings in a row see the same names, sizes and mtimes (a file still being
+(or, for Clever's format, every Clever file) is there and two listings in a row see the same names, sizes and mtimes (a file still being
 uploaded grows between looks). Its id is derived from its content, so the same files always get the
 same id and re-archiving them is a verified no-op.
 """
@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rostersync_assets.connectors.sftp import RemoteFile, SftpConnector, UnsafeFileName, validate_file_name
+from rostersync_assets.oneroster.clever import is_complete_clever_delivery
 from rostersync_assets.oneroster.spec import MANIFEST_FILE
 
 
@@ -43,8 +44,10 @@ def listing_fingerprint(files: Sequence[RemoteFile]) -> str:
 
 
 def has_manifest(files: Sequence[RemoteFile]) -> bool:
-    """OneRoster 1.1+ packages carry manifest.csv; producers write it last, so it marks the end."""
-    return any(f.name == MANIFEST_FILE for f in files)
+    """Whether the files mark a complete delivery: OneRoster 1.1+ packages carry manifest.csv (producers
+    write it last, so it marks the end); Clever's format has none, so all of its files must be there."""
+    names = [f.name for f in files]
+    return MANIFEST_FILE in names or is_complete_clever_delivery(names)
 
 
 def delivery_id_for(delivered_at: datetime, file_hashes: dict[str, str]) -> str:
@@ -86,7 +89,9 @@ def stage_delivery(connector: SftpConnector, *, district: str, source: str, stag
     """
     listing, left_out = split_listing(connector.list_files())
     if not has_manifest(listing):
-        raise ValueError(f"district {district}: no {MANIFEST_FILE} in {source}; the delivery is not complete")
+        raise ValueError(
+            f"district {district}: no {MANIFEST_FILE} (nor a complete Clever set) in {source}; the delivery is not complete"
+        )
     work = staging_root / district / f".incoming-{uuid.uuid4().hex}"
     work.mkdir(parents=True)
     hashes: dict[str, str] = {}

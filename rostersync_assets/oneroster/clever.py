@@ -115,6 +115,13 @@ def is_clever_package(names: Iterable[str]) -> bool:
     return spec.MANIFEST_FILE.lower() not in lowered and bool(lowered & _CLEVER_ONLY_NAMES)
 
 
+def is_complete_clever_delivery(names: Iterable[str]) -> bool:
+    """True when every file Clever's format requires is there (any case): Clever sends no manifest,
+    so the full set is what tells a watcher that an upload is complete."""
+    lowered = {name.lower() for name in names}
+    return all(clever_file.name in lowered for clever_file in CLEVER_FILES)
+
+
 def read_clever_package(files: Mapping[str, bytes], profile: DistrictProfile = STRICT) -> RosterPackage:
     """Convert a Clever delivery (file name -> raw bytes) to OneRoster tables; never raises on bad data.
 

@@ -13,14 +13,13 @@ import dagster as dg
 import pandas as pd
 
 from rostersync_assets.defs.partitions import OWNERS, districts_partitions
-from rostersync_assets.defs.resources import ArchiveResource
+from rostersync_assets.defs.resources import ArchiveResource, HomeResource, LedgerResource
 from rostersync_assets.oneroster.diagnostics import Diagnostic
-from rostersync_assets.oneroster.reader import read_package
+from rostersync_assets.oneroster.formats import read_delivery
+from rostersync_assets.oneroster.report import diagnostics_csv, diagnostics_json
 from rostersync_assets.oneroster.spec import ENTITIES, SPECS, entity_of_file
 from rostersync_assets.oneroster.validate import ValidationReport, validate_package
 
-# A check fails when a fatal rule trips or more than this share of an entity's rows is rejected.
-MAX_REJECTED_SHARE = 0.02
 SAMPLE_ROWS = 10
 
 CHECK_NAMES = {
@@ -33,7 +32,10 @@ CHECK_DESCRIPTIONS = {
     "unique_sourced_ids": "Every sourcedId appears once in the file.",
     "references": "The records a row names (classes, users, orgs, sessions) exist in the package.",
 }
-BLOCKING_RULE = " Blocks the sync on a fatal finding or when more than the district's max_rejected_share of rows is rejected."
+BLOCKING_RULE = (
+    " Blocks the sync on a fatal finding, or when the check's rules rejected rows and more than the district's"
+    " max_rejected_share of the file's rows is rejected (rows within the share are quarantined: left out, listed)."
+)
 
 
 def table_key(entity: str) -> dg.AssetKey:
@@ -72,22 +74,30 @@ def _package_fatals(report: ValidationReport) -> list[Diagnostic]:
     return [d for d in report.diagnostics if d.severity == "fatal" and entity_of_file(d.file or "") is None]
 
 
-def _check_results(report: ValidationReport, entity: str) -> Iterator[dg.AssetCheckResult]:
+def _check_results(report: ValidationReport, entity: str, diagnostics_uri: str) -> Iterator[dg.AssetCheckResult]:
     rows = len(report.package.tables.get(entity, ()))
     rejected = report.rejected_rows(entity)
+    held = entity in report.held_entities()
     package_fatals = _package_fatals(report)
     for check in CHECK_NAMES:
         # A rejected package fails every schema check: its tables are empty, not trustworthy.
         findings = report.findings(entity, check) + (package_fatals if check == "schema" else [])
         fatal = any(d.severity == "fatal" for d in findings)
         errors = [d for d in findings if d.severity == "error"]
-        passed = not fatal and (not errors or rejected <= MAX_REJECTED_SHARE * rows)
+        # The share is the entity's (all its rejected rows), judged by the check whose rules rejected them.
+        passed = not fatal and not (errors and held)
         yield dg.AssetCheckResult(
             asset_key=table_key(entity),
             check_name=check_name(entity, check),
             passed=passed,
             severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"rows": rows, "rejected_rows": rejected, **_findings_metadata(findings)},
+            metadata={
+                "rows": rows,
+                "rejected_rows": rejected,
+                "max_rejected_share": report.profile.max_rejected_share,
+                "diagnostics": dg.MetadataValue.path(diagnostics_uri),
+                **_findings_metadata(findings),
+            },
         )
 
 
@@ -119,19 +129,27 @@ def _check_results(report: ValidationReport, entity: str) -> Iterator[dg.AssetCh
     ],
 )
 def oneroster_tables(
-    context: dg.AssetExecutionContext, archived_roster_delivery: dict, archive: ArchiveResource
+    context: dg.AssetExecutionContext,
+    archived_roster_delivery: dict,
+    archive: ArchiveResource,
+    home: HomeResource,
+    ledger: LedgerResource,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Parse the archived copy (not the staging copy: what we judge is what we keep)."""
+    """Parse the archived copy (not the staging copy: what we judge is what we keep), read the way the
+    district's profile says, with delta references resolved against what the LMS already holds."""
+    district = home.district(context.partition_key)
     store = archive.open()
+    slug, delivery_id = archived_roster_delivery["district"], archived_roster_delivery["delivery_id"]
     delivered_at = datetime.fromisoformat(archived_roster_delivery["delivered_at"])
-    files = {
-        f["name"]: store.read(archived_roster_delivery["district"], archived_roster_delivery["delivery_id"], delivered_at, f["name"])
-        for f in archived_roster_delivery["files"]
-    }
-    report = validate_package(read_package(files))
+    files = {f["name"]: store.read(slug, delivery_id, delivered_at, f["name"]) for f in archived_roster_delivery["files"]}
+    state = ledger.open()
+    previous = {entity: _active_ids(state.load_state(slug, entity)) for entity in ENTITIES}
+    report = validate_package(read_delivery(files, district.profile), profile=district.profile, previous=previous)
+    diagnostics_uri = store.attach_report(slug, delivery_id, delivered_at, "diagnostics.json", diagnostics_json(report.diagnostics))
+    store.attach_report(slug, delivery_id, delivered_at, "diagnostics.csv", diagnostics_csv(report.diagnostics))
     context.log.info(
-        f"district {archived_roster_delivery['district']}: delivery {archived_roster_delivery['delivery_id']} "
-        f"validated: {len(report.diagnostics)} finding(s), accepted={report.accepted}"
+        f"district {slug}: delivery {delivery_id} validated: {len(report.diagnostics)} finding(s), "
+        f"accepted={report.accepted}; diagnostics at {diagnostics_uri}"
     )
     for entity in ENTITIES:
         table = report.tables.get(entity)
@@ -155,4 +173,9 @@ def oneroster_tables(
             },
         )
     for entity in ENTITIES:
-        yield from _check_results(report, entity)
+        yield from _check_results(report, entity, diagnostics_uri)
+
+
+def _active_ids(state: pd.DataFrame) -> pd.DataFrame:
+    """The records of an entity the LMS holds as active: what a delta delivery may refer to."""
+    return state.loc[state["active"], ["sourcedId"]].reset_index(drop=True)
