@@ -45,6 +45,7 @@ import pandas as pd
 from rostersync_assets.oneroster import spec
 from rostersync_assets.oneroster.diagnostics import Diagnostic, Severity, mask
 from rostersync_assets.oneroster.profile import BOOLEANS, CEDS_GRADES, STATUSES, DistrictProfile
+from rostersync_assets.oneroster.frames import split_list
 
 FIRST_LINES_SHOWN = 10
 
@@ -424,7 +425,7 @@ def _grade_items(grade_map: Mapping[str, str]) -> _Transform:
     """Each item of a grades list: the profile's map first, then `GRADE_WORDS`; others stay as delivered."""
 
     def apply(values: pd.Series) -> pd.Series:
-        items = values.str.split(",").explode()
+        items = split_list(values)
         # astype("str"): a map without hits is float NaN, which would not fill with strings.
         mapped = items.map(dict(grade_map)).astype("str")
         fixed = mapped.fillna(items.str.lower().map(GRADE_WORDS).astype("str")).fillna(items)
@@ -434,7 +435,7 @@ def _grade_items(grade_map: Mapping[str, str]) -> _Transform:
 
 
 def _explain_unknown_grade(values: pd.Series) -> pd.Series:
-    items = values.str.split(",").explode()
+    items = split_list(values)
     unknown = (~items.isin(CEDS_GRADES) & (items != "")).groupby(level=0).any().reindex(values.index)
     message = "not a CEDS grade code and not in the district profile's grade_map; kept as delivered"
     return pd.Series(np.where(unknown, message, None), index=values.index, dtype="object")

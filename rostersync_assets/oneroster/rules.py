@@ -30,6 +30,7 @@ import pandas as pd
 
 from rostersync_assets.oneroster.diagnostics import Diagnostic, Severity
 from rostersync_assets.oneroster.spec import LINE_COLUMN
+from rostersync_assets.oneroster.frames import is_in, split_list
 
 # Rule id -> plain-language explanation; merged into diagnostics.RULES by validate.py.
 SEMANTIC_RULES: dict[str, str] = {
@@ -118,7 +119,7 @@ def listed_ids(table: pd.DataFrame, column: str, is_list: bool) -> pd.DataFrame:
     values = table[column]
     if is_list:
         # Split only the filled cells: most agent lists are blank, and splitting is the costly part.
-        values = values[values != ""].str.split(",").explode()
+        values = split_list(values[values != ""])
     values = values.str.strip()
     given = values != ""
     rows = values.index[given]
@@ -206,7 +207,7 @@ def _wrong_type(column: str, entity: str, expected: str) -> Finder:
     """Rows whose `column` names a known `entity` record of another type than `expected` (R5, R7, R11)."""
 
     def find(table: pd.DataFrame, known: Known) -> pd.DataFrame:
-        return _flag(table, table[column].isin(_ids_not_of_type(known, entity, expected)), column)
+        return _flag(table, is_in(table[column], _ids_not_of_type(known, entity, expected)), column)
 
     return find
 
@@ -235,7 +236,7 @@ def _parent_cycle(entity: str) -> Finder:
     def find(table: pd.DataFrame, known: Known) -> pd.DataFrame:
         tree = known.get(entity, table)
         members = _cycle_members(tree["sourcedId"], tree["parentSourcedId"])
-        return _flag(table, table["sourcedId"].isin(members), "parentSourcedId")
+        return _flag(table, is_in(table["sourcedId"], members), "parentSourcedId")
 
     return find
 
@@ -363,7 +364,7 @@ def _agents(table: pd.DataFrame) -> pd.DataFrame:
 
 def _agent_is_teacher(table: pd.DataFrame, known: Known) -> pd.DataFrame:
     agents = _agents(table)
-    return agents.loc[agents["value"].isin(_teacher_ids(known)), ["line", "value"]]
+    return agents.loc[is_in(agents["value"], _teacher_ids(known)), ["line", "value"]]
 
 
 def _agent_not_reciprocal(table: pd.DataFrame, known: Known) -> pd.DataFrame:
@@ -377,8 +378,8 @@ def _agent_not_reciprocal(table: pd.DataFrame, known: Known) -> pd.DataFrame:
     users = users[users["agentSourcedIds"].notna()]
     links = _agents(users)
     back = pd.Index(links["value"] + "\x1f" + links["sourcedId"])
-    judged = agents["value"].isin(users["sourcedId"]) & ~agents["value"].isin(_teacher_ids(known))
-    unanswered = judged & ~(agents["sourcedId"] + "\x1f" + agents["value"]).isin(back)
+    judged = is_in(agents["value"], users["sourcedId"]) & ~is_in(agents["value"], _teacher_ids(known))
+    unanswered = judged & ~is_in(agents["sourcedId"] + "\x1f" + agents["value"], back)
     return agents.loc[unanswered, ["line", "value"]]
 
 

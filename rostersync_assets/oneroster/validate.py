@@ -28,6 +28,7 @@ from rostersync_assets.oneroster.models import validate_table
 from rostersync_assets.oneroster.profile import STRICT, DistrictProfile
 from rostersync_assets.oneroster.reader import RosterPackage
 from rostersync_assets.oneroster.spec import LINE_COLUMN
+from rostersync_assets.oneroster.frames import is_in
 
 # rules.py owns the semantic rule ids; registering them here lets Diagnostic.create accept them.
 RULES.update(rules.SEMANTIC_RULES)
@@ -189,7 +190,7 @@ def _known_rows(mode: str, delivered: pd.DataFrame | None, stored: pd.DataFrame 
     if mode == "bulk" or stored is None:
         return current
     # Delivered rows (deletions included) replace their stored versions.
-    kept = stored[~stored["sourcedId"].isin(delivered["sourcedId"])]
+    kept = stored[~is_in(stored["sourcedId"], delivered["sourcedId"])]
     if kept.empty:
         return current
     # Columns the stored rows lack are unknown (missing), not blank: rules do not judge unknowns.
@@ -265,10 +266,10 @@ def _unresolved(
     """Referenced ids not in the target file (missing) or only on its rejected rows (rejected)."""
     referenced = rules.listed_ids(table, reference.column, reference.is_list)
     # One pass over all references against the accepted targets; the rare leftovers are then classified.
-    unresolved = referenced[~referenced["value"].isin(targets[reference.target]["sourcedId"])]
+    unresolved = referenced[~is_in(referenced["value"], targets[reference.target]["sourcedId"])]
     if unresolved.empty:
         return []
-    is_delivered = unresolved["value"].isin(delivered["sourcedId"])
+    is_delivered = is_in(unresolved["value"], delivered["sourcedId"])
     target_file = f"{reference.target}.csv"
     severity: Severity = "error" if reference.required else "warning"
     found = rules.row_diagnostics(
@@ -303,7 +304,7 @@ def _delta_reference_findings(
     for reference in file_spec.references:
         referenced = rules.listed_ids(rows, reference.column, reference.is_list)
         target = known.get(reference.target)
-        unresolved = referenced[~referenced["value"].isin(() if target is None else target["sourcedId"])]
+        unresolved = referenced[~is_in(referenced["value"], () if target is None else target["sourcedId"])]
         nowhere = f"neither this package nor an earlier delivery has a {reference.target}.csv row with this sourcedId"
         if reference.required:
             message = f"{nowhere}; the row is parked until one does"

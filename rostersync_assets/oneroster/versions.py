@@ -20,6 +20,7 @@ from rostersync_assets.oneroster import spec
 from rostersync_assets.oneroster.diagnostics import Diagnostic
 from rostersync_assets.oneroster.models import schema_of, validate_with
 from rostersync_assets.oneroster.spec import COMMON_COLUMNS, LINE_COLUMN, FileSpec, Reference
+from rostersync_assets.oneroster.frames import is_in
 
 # --- layouts --------------------------------------------------------------------------------------
 
@@ -316,7 +317,7 @@ def check_roles(
             "userProfileSourcedId", "userProfileSourcedId",
         )
     if users is not None:
-        unknown = roles[~roles["userSourcedId"].isin(users["sourcedId"])]
+        unknown = roles[~is_in(roles["userSourcedId"], users["sourcedId"])]
         found += _row_errors(unknown, "reference.missing", "no row of users.csv has this sourcedId",
                              "userSourcedId", "userSourcedId")
     found.sort(key=lambda d: d.line or 0)
@@ -327,7 +328,7 @@ def check_profiles(profiles: pd.DataFrame, users: pd.DataFrame | None) -> tuple[
     """userProfiles.csv rows that pass its value rules and name a delivered user (R17)."""
     found = validate_with(schema_of(USER_PROFILES_V1_2), USER_PROFILES_V1_2.file_name, profiles)
     if users is not None:
-        unknown = profiles[~profiles["userSourcedId"].isin(users["sourcedId"])]
+        unknown = profiles[~is_in(profiles["userSourcedId"], users["sourcedId"])]
         found += _row_errors(unknown, "reference.missing", "no row of users.csv has this sourcedId",
                              "userSourcedId", "userSourcedId", file=USER_PROFILES_V1_2.file_name)
     found.sort(key=lambda d: d.line or 0)

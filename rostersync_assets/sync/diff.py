@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
+from rostersync_assets.oneroster.frames import is_in
 from rostersync_assets.oneroster.spec import ENTITIES
 from rostersync_assets.sync.payloads import records_json, table_hashes
 
@@ -35,11 +35,6 @@ def empty_state() -> pd.DataFrame:
 def empty_changes() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype=str) for c in CHANGE_COLUMNS})
     return frame.astype({"seq": "int64", "line": "int64"})
-
-
-def _isin(values: pd.Series, others: pd.Series) -> np.ndarray:
-    """Membership through a hash table of plain Python strings (pandas' Arrow-string isin is per row)."""
-    return pd.Index(values.to_numpy(dtype=object), dtype=object).isin(others.to_numpy(dtype=object))
 
 
 def _upserts(entity: str, table: pd.DataFrame, state: pd.DataFrame) -> pd.DataFrame:
@@ -94,7 +89,7 @@ def diff_entity(entity: str, table: pd.DataFrame, mode: str, state: pd.DataFrame
         lines = table.loc[removed, "_line"] if "_line" in table.columns else pd.Series(0, index=table.index[removed])
         return upserts, _deactivations(entity, table.loc[removed, "sourcedId"], lines, state)
     upserts = _upserts(entity, table, state)
-    gone = state.loc[~_isin(state["sourcedId"], table["sourcedId"]), "sourcedId"]
+    gone = state.loc[~is_in(state["sourcedId"], table["sourcedId"]), "sourcedId"]
     return upserts, _deactivations(entity, gone, pd.Series(0, index=gone.index), state)
 
 
