@@ -28,11 +28,17 @@ def is_in(values: pd.Series, lookup: Iterable[str] | pd.Series | pd.Index | np.n
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 
+def split_items(values: pd.Series, separator: str = ",") -> tuple[pd.Series, np.ndarray]:
+    """Every item of every cell split on `separator` (a fresh RangeIndex), and the position in
+    `values` of the cell each item came from; items keep their order."""
+    if len(values) == 0:
+        return pd.Series([], dtype="str"), np.zeros(0, dtype=np.int64)
+    lists = pc.split_pattern(_arrow(values), separator)
+    items = pd.Series(pd.arrays.ArrowStringArray(pc.list_flatten(lists).cast(pa.large_string())), dtype="str")
+    return items, pc.list_parent_indices(lists).to_numpy()
+
+
 def split_list(values: pd.Series, separator: str = ",") -> pd.Series:
     """Each cell split on `separator`, one item per row, indexed like the cell it came from (in order)."""
-    if len(values) == 0:
-        return values.astype("str")
-    lists = pc.split_pattern(_arrow(values), separator)
-    items = pc.list_flatten(lists).to_pandas(types_mapper=lambda _: pd.StringDtype("pyarrow", na_value=np.nan))
-    parents = pc.list_parent_indices(lists).to_numpy()
-    return pd.Series(items.to_numpy(), index=values.index[parents], dtype="str", name=values.name)
+    items, positions = split_items(values, separator)
+    return pd.Series(items.array, index=values.index[positions], dtype="str", name=values.name)

@@ -30,7 +30,7 @@ import pandas as pd
 
 from rostersync_assets.oneroster.diagnostics import Diagnostic, Severity
 from rostersync_assets.oneroster.spec import LINE_COLUMN
-from rostersync_assets.oneroster.frames import is_in, split_list
+from rostersync_assets.oneroster.frames import is_in, split_items
 
 # Rule id -> plain-language explanation; merged into diagnostics.RULES by validate.py.
 SEMANTIC_RULES: dict[str, str] = {
@@ -115,19 +115,28 @@ def row_diagnostics(
 
 
 def listed_ids(table: pd.DataFrame, column: str, is_list: bool) -> pd.DataFrame:
-    """One row (line, sourcedId, value) per id a column names; list cells are split on commas and trimmed."""
+    """One row (line, sourcedId, value) per id a column names; list cells are split on commas and trimmed.
+
+    Works by position (no label lookups) and keeps strings in Arrow: it runs on every reference
+    column of every file, 6 M+ enrollment rows a night for a large district.
+    """
     values = table[column]
     if is_list:
         # Split only the filled cells: most agent lists are blank, and splitting is the costly part.
-        values = split_list(values[values != ""])
+        filled = np.flatnonzero((values != "").to_numpy())
+        values, within = split_items(values.iloc[filled])
+        positions = filled[within]
+    else:
+        positions = np.arange(len(values))
+        values = values.reset_index(drop=True)
     values = values.str.strip()
-    given = values != ""
-    rows = values.index[given]
+    given = (values != "").to_numpy()
+    at = positions[given]
     return pd.DataFrame(
         {
-            "line": table[LINE_COLUMN].loc[rows].to_numpy(),
-            "sourcedId": table["sourcedId"].loc[rows].to_numpy(),
-            "value": values[given].to_numpy(),
+            "line": table[LINE_COLUMN].to_numpy()[at],
+            "sourcedId": table["sourcedId"].array.take(at),
+            "value": values.array[given],
         }
     )
 
