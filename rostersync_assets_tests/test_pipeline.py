@@ -195,3 +195,33 @@ def test_a_clever_district_onboards_the_same_way(district_pipeline):
     assert result.success, [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     enrollments = district_pipeline.lms.store.active_records(TENANT, "enrollments")
     assert sum(1 for record in enrollments.values() if record["role"] == "student") == 8971
+
+
+def test_a_delta_delivery_resolves_references_against_what_the_lms_holds(district_pipeline):
+    roster = generate_district(students=STUDENTS, seed=19, district=SLUG)
+    district_pipeline.publish(roster)
+    assert district_pipeline.run().success
+    enrollments = roster.tables["enrollments"]
+    student = enrollments[enrollments["role"] == "student"].iloc[0]
+    stamp = "2026-09-02T02:00:00.000Z"
+    header = ",".join(enrollments.columns)
+    rows = [
+        # a new enrollment of an existing student in an existing class: neither is in this package
+        f"enr-delta-1,active,{stamp},{student.classSourcedId},{student.schoolSourcedId},{student.userSourcedId},student,false,,",
+        # an enrollment naming a class that exists nowhere: parked, not synced, not an error
+        f"enr-delta-2,active,{stamp},cls-nowhere,{student.schoolSourcedId},{student.userSourcedId},student,false,,",
+    ]
+    drop = district_pipeline.sftp.drop_dir
+    for old in drop.iterdir():
+        old.unlink()
+    (drop / "enrollments.csv").write_text("\n".join([header, *rows]) + "\n")
+    modes = {entity: "absent" for entity in ENTITIES} | {"enrollments": "delta"}
+    unsynced = ["categories", "classResources", "courseResources", "lineItems", "resources", "results"]
+    manifest = ["propertyName,value", "manifest.version,1.0", "oneroster.version,1.1"]
+    manifest += [f"file.{name},{mode}" for name, mode in modes.items()] + [f"file.{name},absent" for name in unsynced]
+    (drop / "manifest.csv").write_text("\n".join(manifest) + "\n")
+    result = district_pipeline.run()
+    assert result.success
+    live = district_pipeline.lms.store.active_records(TENANT, "enrollments")
+    assert "enr-delta-1" in live and "enr-delta-2" not in live
+    assert set(roster_ids(roster, "enrollments")) <= set(live)  # a delta removes nothing it does not name

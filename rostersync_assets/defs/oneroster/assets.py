@@ -16,6 +16,7 @@ from rostersync_assets.defs.partitions import OWNERS, districts_partitions
 from rostersync_assets.defs.resources import ArchiveResource, HomeResource, LedgerResource
 from rostersync_assets.oneroster.diagnostics import Diagnostic
 from rostersync_assets.oneroster.formats import read_delivery
+from rostersync_assets.oneroster.reader import RosterPackage
 from rostersync_assets.oneroster.report import diagnostics_csv, diagnostics_json
 from rostersync_assets.oneroster.spec import ENTITIES, SPECS, entity_of_file
 from rostersync_assets.oneroster.validate import ValidationReport, validate_package
@@ -142,9 +143,8 @@ def oneroster_tables(
     slug, delivery_id = archived_roster_delivery["district"], archived_roster_delivery["delivery_id"]
     delivered_at = datetime.fromisoformat(archived_roster_delivery["delivered_at"])
     files = {f["name"]: store.read(slug, delivery_id, delivered_at, f["name"]) for f in archived_roster_delivery["files"]}
-    state = ledger.open()
-    previous = {entity: _active_ids(state.load_state(slug, entity)) for entity in ENTITIES}
-    report = validate_package(read_delivery(files, district.profile), profile=district.profile, previous=previous)
+    package = read_delivery(files, district.profile)
+    report = validate_package(package, profile=district.profile, previous=_previous_for_delta(package, ledger, slug))
     diagnostics_uri = store.attach_report(slug, delivery_id, delivered_at, "diagnostics.json", diagnostics_json(report.diagnostics))
     store.attach_report(slug, delivery_id, delivered_at, "diagnostics.csv", diagnostics_csv(report.diagnostics))
     context.log.info(
@@ -174,6 +174,15 @@ def oneroster_tables(
         )
     for entity in ENTITIES:
         yield from _check_results(report, entity, diagnostics_uri)
+
+
+def _previous_for_delta(package: RosterPackage, ledger: LedgerResource, district: str) -> dict[str, pd.DataFrame] | None:
+    """What delta rows may refer to: the records the LMS holds as active. Only a delta package needs
+    it, so a bulk night (the usual case) does not read millions of sync-state rows for nothing."""
+    if "delta" not in package.modes.values():
+        return None
+    state = ledger.open()
+    return {entity: _active_ids(state.load_state(district, entity)) for entity in ENTITIES}
 
 
 def _active_ids(state: pd.DataFrame) -> pd.DataFrame:
