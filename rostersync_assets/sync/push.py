@@ -32,6 +32,11 @@ class PlannedChange:
     hash_before: str
     hash_after: str
     record: dict[str, str] | None
+    # The school the record belongs to and a digest of its natural key (never the key itself: it may
+    # hold a username): the sync state keeps both so per-school limits and id-churn detection can
+    # judge records that a later delivery no longer contains.
+    school: str = ""
+    natural_key: str = ""
 
     @property
     def lms_op(self) -> str:
@@ -58,10 +63,10 @@ def idempotency_key(district: str, delivery_id: str, entity: str, number: int, c
 
 
 def _planned(row: tuple) -> PlannedChange:
-    op, sourced_id, line, before, after, record = row
+    op, sourced_id, line, before, after, record, school, natural_key = row
     return PlannedChange(
         op=op, sourced_id=sourced_id, line=int(line), hash_before=before, hash_after=after,
-        record=json.loads(record) if record else None,
+        record=json.loads(record) if record else None, school=school or "", natural_key=natural_key or "",
     )
 
 
@@ -73,10 +78,10 @@ def plan_batches(changes: pd.DataFrame, *, district: str, delivery_id: str, batc
     kind = ordered["op"].eq(DEACTIVATE_OP)
     group = (ordered["entity"].ne(ordered["entity"].shift()) | kind.ne(kind.shift())).cumsum()
     number = 0
-    columns = ["op", "sourcedId", "line", "hash_before", "hash_after", "record"]
+    columns = ["op", "sourcedId", "line", "hash_before", "hash_after", "record", "school", "natural_key"]
     for _, run in ordered.groupby(group, sort=True):
         entity = str(run["entity"].iloc[0])
-        rows = [_planned(r) for r in run[columns].itertuples(index=False, name=None)]
+        rows = [_planned(r) for r in run.reindex(columns=columns, fill_value="")[columns].itertuples(index=False, name=None)]
         for start in range(0, len(rows), batch_size):
             chunk = tuple(rows[start : start + batch_size])
             yield PlannedBatch(entity, number, idempotency_key(district, delivery_id, entity, number, chunk), chunk)
