@@ -3,7 +3,9 @@
 The demo and the tests need a real SSH/SFTP endpoint (host key, login, directory listing) without
 installing or configuring sshd, so this runs asyncssh on its own event loop in a daemon thread and
 can be used from synchronous code. Each login is chrooted to `root/<username>`, the same isolation
-a hosted SFTP service gives each district.
+a hosted SFTP service gives each district. `SftpFaults` switches on the misbehaviour real servers
+show (a connection dropped mid-download, a read that hangs, a compromised server listing hostile names)
+so the client's handling of it can be tested against a real SSH stack.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import hmac
 import os
 import re
 import threading
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncssh
+from asyncssh.constants import FILEXFER_TYPE_REGULAR
 
 # Usernames become folder names under the root, so they must be one plain path component.
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -37,6 +40,31 @@ class SftpServerHandle:
     host_key: str
 
 
+@dataclass
+class SftpFaults:
+    """Misbehaviour to switch on, per file name; each transfer fault fires once, then the file is served.
+
+    `drop_after` closes the whole SSH connection once that many bytes of the file have been asked
+    for; `stall_after` makes the read past that offset hang (until the client closes the connection,
+    at most `stall_s`; what a dead network looks like to the client); `extra_names` are added to every
+    directory listing as regular files, as a compromised server could. `fired` records what fired,
+    and `on_fire(name)` runs (on the server's thread) the moment a transfer fault fires, so a test can
+    change the file exactly then. Mutate it while the server runs: it is read on every request.
+    """
+
+    drop_after: dict[str, int] = field(default_factory=dict)
+    stall_after: dict[str, int] = field(default_factory=dict)
+    stall_s: float = 5.0
+    extra_names: tuple[str, ...] = ()
+    fired: list[str] = field(default_factory=list)
+    on_fire: Callable[[str], None] | None = None
+
+    def fire(self, kind: str, name: str) -> None:
+        self.fired.append(f"{kind}:{name}")
+        if self.on_fire is not None:
+            self.on_fire(name)
+
+
 @contextmanager
 def running_sftp_server(
     root: Path,
@@ -46,12 +74,14 @@ def running_sftp_server(
     host: str = "127.0.0.1",
     port: int = 0,
     authorized_keys: Mapping[str, Sequence[str]] | None = None,
+    faults: SftpFaults | None = None,
 ) -> Iterator[SftpServerHandle]:
     """Serve SFTP for `users` (username -> password) until the block exits.
 
     `authorized_keys` (username -> OpenSSH public key lines) additionally enables key login.
     The ed25519 host key at `host_key_path` is created if missing and reused otherwise, so a
     demo home keeps the fingerprint its configuration pinned. Port 0 picks a free port.
+    `faults` (tests only) makes the server misbehave as described in SftpFaults.
     """
     keys_by_user = {
         user: _parse_public_keys(lines) for user, lines in (authorized_keys or {}).items()
@@ -64,7 +94,10 @@ def running_sftp_server(
         return _DistrictServer(dict(users), keys_by_user, connections)
 
     def make_sftp(chan: asyncssh.SSHServerChannel) -> asyncssh.SFTPServer:
-        return asyncssh.SFTPServer(chan, chroot=chroots[chan.get_extra_info("username")])
+        chroot = chroots[chan.get_extra_info("username")]
+        if faults is None:
+            return asyncssh.SFTPServer(chan, chroot=chroot)
+        return _FaultySftpServer(chan, chroot=chroot, faults=faults)
 
     with _event_loop_thread() as loop:
         acceptor = _run(loop, _listen(host, port, host_key, make_server, make_sftp))
@@ -115,6 +148,49 @@ class _DistrictServer(asyncssh.SSHServer):
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         return key.public_data in self._keys_by_user.get(username, frozenset())
+
+
+class _FaultySftpServer(asyncssh.SFTPServer):
+    """The standard chrooted SFTP server, with the switched-on SftpFaults applied."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel, *, chroot: bytes, faults: SftpFaults) -> None:
+        super().__init__(chan, chroot=chroot)
+        self._faults = faults
+        self._names: dict[int, str] = {}
+
+    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        file_obj = super().open(path, pflags, attrs)
+        self._names[id(file_obj)] = os.fsdecode(path).rsplit("/", 1)[-1]
+        return file_obj
+
+    def close(self, file_obj: object) -> None:
+        self._names.pop(id(file_obj), None)
+        super().close(file_obj)
+
+    async def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        name = self._names.get(id(file_obj), "")
+        faults = self._faults
+        if offset + size > faults.drop_after.get(name, offset + size):
+            del faults.drop_after[name]
+            faults.fire("drop", name)
+            self.connection.abort()
+            raise asyncssh.SFTPConnectionLost("connection dropped by SftpFaults")
+        if offset + size > faults.stall_after.get(name, offset + size):
+            del faults.stall_after[name]
+            faults.fire("stall", name)
+            # Hang until the client gives up (closing the connection) or stall_s passes.
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.connection.wait_closed(), faults.stall_s)
+            self.connection.abort()
+            raise asyncssh.SFTPConnectionLost("connection closed after a stall by SftpFaults")
+        return super().read(file_obj, offset, size)
+
+    async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
+        async for entry in super().scandir(path):
+            yield entry
+        for extra in self._faults.extra_names:
+            attrs = asyncssh.SFTPAttrs(type=FILEXFER_TYPE_REGULAR, size=1, permissions=0o100644, mtime=0)
+            yield asyncssh.SFTPName(extra.encode(), attrs=attrs)
 
 
 def _parse_public_keys(lines: Sequence[str]) -> frozenset[bytes]:

@@ -6,27 +6,34 @@ from pathlib import Path
 
 import dagster as dg
 
-from rostersync_assets.connectors.delivery import stage_delivery
+from rostersync_assets.connectors.delivery import StagedDelivery, stage_delivery
 from rostersync_assets.defs.partitions import OWNERS, districts_partitions
-from rostersync_assets.defs.resources import ArchiveResource, HomeResource, SftpResource
+from rostersync_assets.defs.resources import ArchiveResource, HomeResource, LedgerResource, RestSourceResource, SftpResource
+from rostersync_assets.registry import District
 
 
 @dg.asset(
     partitions_def=districts_partitions,
     group_name="ingest",
-    kinds={"sftp"},
+    kinds={"sftp", "rest"},
     owners=OWNERS,
     io_manager_key="roster_io_manager",
     description=(
-        "The district's current complete OneRoster delivery, downloaded over SFTP (host key pinned) to "
-        "local staging, with each file's size and sha256 and a content-derived delivery id."
+        "The district's current complete OneRoster delivery (loose files or one zip), downloaded over SFTP "
+        "(host key pinned; dropped connections resumed) to local staging, with each file's size and sha256 "
+        "and a content-derived delivery id. Fails, staging nothing, if the folder changed during the download. "
+        "A OneRoster REST district's delivery is its pulled pages (JSON, as received) and rest-pull.json."
     ),
 )
-def raw_roster_delivery(context: dg.AssetExecutionContext, home: HomeResource, sftp: SftpResource) -> dg.Output[dict]:
+def raw_roster_delivery(
+    context: dg.AssetExecutionContext, home: HomeResource, sftp: SftpResource, rest: RestSourceResource, ledger: LedgerResource
+) -> dg.Output[dict]:
     district = home.district(context.partition_key)
-    source = f"sftp://{district.sftp.username}@{district.sftp.host}:{district.sftp.port}{district.sftp.remote_dir}"
-    with sftp.connect(district) as connector:
-        staged = stage_delivery(connector, district=district.slug, source=source, staging_root=home.paths.staging_dir)
+    if district.rest is not None:
+        # A OneRoster REST district: the pulled pages are its delivery (JSON pages + rest-pull.json).
+        staged, reconnects = rest.stage(district, home.paths.staging_dir, ledger.open()), 0
+    else:
+        staged, reconnects = _stage_over_sftp(district, sftp, home.paths.staging_dir)
     context.log.info(f"district {district.slug}: staged delivery {staged.delivery_id} ({len(staged.files)} files, {staged.total_bytes} bytes)")
     descriptor = {
         "district": staged.district,
@@ -42,12 +49,27 @@ def raw_roster_delivery(context: dg.AssetExecutionContext, home: HomeResource, s
             "file_count": len(staged.files),
             "bytes": staged.total_bytes,
             "files_left_out": ", ".join(staged.left_out) or "none",
+            "sftp_reconnects": reconnects,
             "files": dg.MetadataValue.md(
                 "| file | bytes | sha256 |\n|---|---|---|\n"
                 + "\n".join(f"| {f.name} | {f.size} | {f.sha256[:16]}… |" for f in staged.files)
             ),
         },
     )
+
+
+def _stage_over_sftp(district: District, sftp: SftpResource, staging_root: Path) -> tuple[StagedDelivery, int]:
+    """(the staged delivery, SFTP reconnects it took) for a district delivering over SFTP."""
+    source = f"sftp://{district.sftp.username}@{district.sftp.host}:{district.sftp.port}{district.sftp.remote_dir}"
+    with sftp.connect(district) as connector:
+        staged = stage_delivery(
+            connector,
+            district=district.slug,
+            source=source,
+            staging_root=staging_root,
+            ready_marker=district.sftp.ready_marker,
+        )
+        return staged, connector.reconnects
 
 
 @dg.asset(
