@@ -18,7 +18,18 @@ setup(
         "pandas>=3,<4",
         "pandera>=0.35,<0.36",
         "pyarrow>=15",
+        # The change-set diff and content hashing run in DuckDB over the tables' Arrow buffers
+        # (2.x: relations with to_arrow_table(), the `lambda x:` syntax).
+        "duckdb>=2.0,<3",
+        # The ledger: SQLAlchemy Core over SQLite or PostgreSQL (psycopg 3). Below 2.1 because
+        # Dagster's own PostgreSQL storage (dagster-postgres) needs it there.
+        "sqlalchemy>=2.0,<2.1",
+        "psycopg[binary]>=3.1",
+        # PostgreSQL's 8 M-row sync state is read straight into Arrow (binary COPY), not as Python rows.
+        "adbc-driver-postgresql>=1.0",
         "paramiko>=3.4",
+        # Fernet encrypts the home's secrets file (secret_refs.py); paramiko depends on it too.
+        "cryptography>=42",
         "requests>=2.31",
         "pyyaml>=6",
         # The archive writes with IfNoneMatch (write-once on S3), which needs a 2024+ botocore.
@@ -33,7 +44,7 @@ setup(
         "dev": [
             "pytest>=8",
             # moto's server mode: a real S3 API over HTTP for the archive tests.
-            "moto[s3,server]>=5",
+            "moto[s3,server]>=5",  # also serves Secrets Manager (test_secrets.py)
         ],
     },
     entry_points={"console_scripts": ["rostersync=rostersync_assets.cli:main"]},

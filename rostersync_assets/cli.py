@@ -3,11 +3,26 @@
     rostersync generate --out DIR --students N --seed S     write a synthetic OneRoster 1.1 delivery
     rostersync demo [--home DIR] [--students N] [--nights K] [--json] [--ui]
                                                            a demo district synced end to end
-    rostersync sandbox lms [--home DIR | --db PATH] --port P --token T
+    rostersync sandbox lms [--home DIR | --db PATH] --port P --token T [fault flags, e.g. --error-share 0.1]
                                                            serve the sandbox LMS (what the demo's LMS received)
     rostersync validate PATH [--json] [--profile FILE]
                                                            judge a delivery (folder or zip) as the nightly sync
                                                            would: exit 0 accepted, 1 rejected
+    rostersync approve DISTRICT DELIVERY_ID --by NAME [--home DIR]
+                                                           release a change set the safety checks held
+                                                           (recorded in the ledger)
+    rostersync ledger why --district D --sourced-id X [--json] [--home DIR | --ledger-url URL]
+                                                           the chain delivery -> archive object -> file row ->
+                                                           change -> LMS batch -> result, newest first
+    rostersync ledger runs --district D [--json] [--home DIR | --ledger-url URL]
+                                                           a district's syncs with counts per LMS status
+    rostersync districts add [SLUG] --host H --username U --remote-dir D --host-key-fingerprint SHA256:...
+                             (--password-env VAR | --password-secret-arn ID | --store-password) [--sync]
+                                                           onboard a district (prompts in a terminal)
+    rostersync districts list | test SLUG | remove SLUG | sync SLUG [SLUG ...]
+                                                           registered districts; check one; unregister one;
+                                                           sync several as one backfill
+    rostersync replay DISTRICT DELIVERY_ID [--home DIR]    run the pipeline again on an archived delivery
 
 Exit codes: 0 success, 1 the work failed (the output says why), 2 usage errors.
 """
@@ -25,6 +40,7 @@ import warnings
 from pathlib import Path
 
 from rostersync_assets.home import INSTANCE_CONFIG, RostersyncHome
+from rostersync_assets.sandbox.fault_flags import add_fault_arguments
 
 USAGE_ERROR = 2
 
@@ -124,6 +140,7 @@ def _start_sensor_when_ready(port: int, cursor: str | None, timeout_s: float = 1
 
 
 def cmd_sandbox_lms(args: argparse.Namespace) -> int:
+    from rostersync_assets.sandbox.fault_flags import faults_from_arguments
     from rostersync_assets.sandbox.lms_server import serve_sandbox_lms
 
     db = Path(args.db) if args.db else RostersyncHome.resolve(args.home).lms_db_path
@@ -134,7 +151,12 @@ def cmd_sandbox_lms(args: argparse.Namespace) -> int:
     if not token:
         print("rostersync sandbox lms: give --token or set ROSTERSYNC_LMS_TOKEN", file=sys.stderr)
         return USAGE_ERROR
-    serve_sandbox_lms(db, token, args.host, args.port)
+    try:
+        faults = faults_from_arguments(args)
+    except ValueError as error:
+        print(f"rostersync sandbox lms: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    serve_sandbox_lms(db, token, args.host, args.port, faults)
     return 0
 
 
@@ -176,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     lms.add_argument("--host", default="127.0.0.1")
     lms.add_argument("--port", type=int, default=8765)
     lms.add_argument("--token", help="bearer token clients must send (default: $ROSTERSYNC_LMS_TOKEN)")
+    add_fault_arguments(lms)
     lms.set_defaults(run=cmd_sandbox_lms)
 
     validate = commands.add_parser("validate", help="check a OneRoster delivery and explain what to fix")
@@ -183,6 +206,37 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help="print the summary as one JSON document")
     validate.add_argument("--profile", metavar="FILE", help="district profile (YAML) to read the delivery with")
     validate.set_defaults(run=cmd_validate)
+
+    from rostersync_assets.approve_command import cmd_approve
+
+    approve = commands.add_parser("approve", help="release a change set the safety checks held, naming its delivery")
+    approve.add_argument("district", metavar="DISTRICT", help="the district's slug")
+    approve.add_argument("delivery_id", metavar="DELIVERY_ID", help="the held delivery (shown by the failed safety checks)")
+    approve.add_argument("--by", required=True, help="who approves (recorded in the ledger)")
+    approve.add_argument("--home", help="home folder (default: $ROSTERSYNC_HOME or ./.rostersync)")
+    approve.set_defaults(run=cmd_approve)
+
+    from rostersync_assets.ledger_command import cmd_ledger
+
+    ledger = commands.add_parser("ledger", help="trace LMS writes back to delivery rows; list syncs")
+    ledger_actions = ledger.add_subparsers(dest="action", required=True)
+    why = ledger_actions.add_parser("why", help="the chain delivery -> archive -> file row -> change -> LMS batch -> result")
+    why.add_argument("--sourced-id", required=True, help="the record's sourcedId")
+    ledger_actions.add_parser("runs", help="the district's syncs with counts per LMS status")
+    for action in ledger_actions.choices.values():
+        action.add_argument("--district", required=True, help="the district's slug")
+        action.add_argument("--json", action="store_true", help="print one JSON document")
+        action.add_argument("--home", help="home folder whose ledger to read (default: $ROSTERSYNC_HOME or ./.rostersync)")
+        action.add_argument("--ledger-url", help="SQLAlchemy URL of the ledger (default: $ROSTERSYNC_LEDGER_URL, else the home's)")
+        action.set_defaults(run=cmd_ledger)
+
+    from rostersync_assets.districts_command import add_parser as add_districts_parser
+
+    add_districts_parser(commands)
+
+    from rostersync_assets.replay_command import add_parser as add_replay_parser
+
+    add_replay_parser(commands)
     return parser
 
 

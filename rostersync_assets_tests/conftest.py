@@ -5,4 +5,5 @@ pytest_plugins = [
     "rostersync_assets_tests.fixtures.lms",
     "rostersync_assets_tests.fixtures.s3",
     "rostersync_assets_tests.fixtures.pipeline",
+    "rostersync_assets_tests.fixtures.postgres",
 ]

@@ -10,11 +10,18 @@ from rostersync_assets.connectors.ledger import BatchContext
 from rostersync_assets.connectors.lms_client import LmsOperation
 from rostersync_assets.defs.partitions import OWNERS, districts_partitions
 from rostersync_assets.defs.resources import HomeResource, LedgerResource, LmsResource
-from rostersync_assets.sync.push import PlannedBatch, plan_batches, push_changes
+from rostersync_assets.defs.sync.preview import preview_result
+from rostersync_assets.sync.push import BatchAnswer, PlannedBatch, PushSummary, plan_batches, push_changes
 
 
 def _operations(batch: PlannedBatch) -> list[LmsOperation]:
     return [LmsOperation(op=c.lms_op, sourced_id=c.sourced_id, record=c.record) for c in batch.changes]
+
+
+def _rejected_md(summary: PushSummary) -> str:
+    """The first records the LMS rejected, by id (the contract keeps record values out of its errors)."""
+    rows = "\n".join(f"| {entity} | {sourced_id} | {(error or '')[:200]} |" for entity, sourced_id, error in summary.rejected_sample)
+    return f"{summary.failed} record(s) rejected, retried next run; the first:\n\n| entity | sourcedId | LMS error |\n|---|---|---|\n{rows}"
 
 
 @dg.asset(
@@ -38,14 +45,16 @@ def lms_sync_results(
 ) -> dg.MaterializeResult:
     district = home.district(context.partition_key)
     delivery_id = archived_roster_delivery["delivery_id"]
+    if district.sync.preview:
+        return preview_result(context, roster_changes, district.slug, delivery_id)
     uris = {f["name"]: f["uri"] for f in archived_roster_delivery["files"]}
     store = ledger.open()
     started = time.monotonic()
     with lms.client() as client:
 
-        def send(batch: PlannedBatch) -> list[tuple[str, str | None]]:
+        def send(batch: PlannedBatch) -> BatchAnswer:
             results = client.send_batch(district.lms_tenant, batch.entity, _operations(batch), batch.idempotency_key)
-            return [(r.status, r.error) for r in results]
+            return BatchAnswer([(r.status, r.error) for r in results], replayed=results.replayed)
 
         def record(batch: PlannedBatch, statuses: list[tuple[str, str | None]]) -> None:
             store.record_batch(
@@ -54,6 +63,9 @@ def lms_sync_results(
                     district=district.slug,
                     delivery_id=delivery_id,
                     archive_uri=uris.get(f"{batch.entity}.csv", ""),
+                    archive_sha256=next(
+                        (f["sha256"] for f in archived_roster_delivery["files"] if f["name"] == f"{batch.entity}.csv"), ""
+                    ),
                     entity=batch.entity,
                     idempotency_key=batch.idempotency_key,
                 ),
@@ -65,6 +77,7 @@ def lms_sync_results(
             plan_batches(roster_changes, district=district.slug, delivery_id=delivery_id, batch_size=lms.batch_size),
             send=send,
             record=record,
+            concurrency=lms.max_concurrency,
         )
     seconds = time.monotonic() - started
     context.log.info(
@@ -72,6 +85,11 @@ def lms_sync_results(
         f"{summary.total('created')} created, {summary.total('updated')} updated, "
         f"{summary.total('deactivated')} deactivated, {summary.failed} failed"
     )
+    if summary.failed:
+        context.log.warning(
+            f"district {district.slug}: the LMS rejected {summary.failed} record(s); their sync state did not advance, "
+            "so the next run sends them again (see the rejected_records metadata)"
+        )
     table_md = "| entity | " + " | ".join(("created", "updated", "unchanged", "deactivated", "error")) + " |\n|---|---|---|---|---|---|\n"
     table_md += "\n".join(
         f"| {entity} | " + " | ".join(str(c[s]) for s in ("created", "updated", "unchanged", "deactivated", "error")) + " |"
@@ -89,5 +107,7 @@ def lms_sync_results(
             "failed": summary.failed,
             "seconds": round(seconds, 3),
             "by_entity": dg.MetadataValue.md(table_md if summary.by_entity else "no changes"),
+            "rejected_records": dg.MetadataValue.md(_rejected_md(summary) if summary.failed else "none"),
+            "max_concurrency": lms.max_concurrency,
         }
     )
