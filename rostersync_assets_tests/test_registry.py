@@ -30,7 +30,8 @@ def test_example_registry_in_the_repository_loads():
     from pathlib import Path
 
     example = DistrictRegistry.load(Path(__file__).resolve().parents[1] / "districts.example.yaml")
-    assert example.districts and all(d.sftp.host_key for d in example.districts.values())
+    assert example.districts and all(d.sftp.host_key for d in example.districts.values() if d.sftp is not None)
+    assert any(d.rest is not None for d in example.districts.values())
 
 
 def test_credentials_come_from_the_named_environment_variable():

@@ -12,6 +12,7 @@ from pathlib import Path
 from rostersync_assets.oneroster.clever import is_clever_package, read_clever_package
 from rostersync_assets.oneroster.profile import STRICT, DistrictProfile
 from rostersync_assets.oneroster.reader import RosterPackage, read_package, uninterpretable
+from rostersync_assets.oneroster.rest_json import is_rest_delivery, read_rest_delivery
 from rostersync_assets.oneroster.zipped import DEFAULT_MAX_UNCOMPRESSED, unzip_members
 
 
@@ -36,7 +37,10 @@ def read_package_zip(
 
 
 def read_delivery(files: Mapping[str, bytes], profile: DistrictProfile = STRICT) -> RosterPackage:
-    """A delivery as its SFTP folder held it: a single zip (opened in memory) or loose files."""
+    """A delivery as its SFTP folder held it (a single zip, opened in memory, or loose files) or as a
+    OneRoster REST pull staged it (JSON pages and rest-pull.json)."""
+    if is_rest_delivery(files):
+        return read_rest_delivery(files, profile)
     if len(files) == 1:
         ((name, body),) = files.items()
         if name.lower().endswith(".zip"):

@@ -7,9 +7,17 @@ from pathlib import Path
 import dagster as dg
 
 from rostersync_assets.connectors.delivery import StagedDelivery, stage_delivery
+from rostersync_assets.connectors.replay import restore_delivery
 from rostersync_assets.defs.partitions import OWNERS, districts_partitions
 from rostersync_assets.defs.resources import ArchiveResource, HomeResource, LedgerResource, RestSourceResource, SftpResource
 from rostersync_assets.registry import District
+
+
+class RawDeliveryConfig(dg.Config):
+    """`replay_delivery_id`: stage this archived delivery instead of asking the district's server
+    (`rostersync replay`), to rebuild or re-sync a past night from exactly the bytes it delivered."""
+
+    replay_delivery_id: str | None = None
 
 
 @dg.asset(
@@ -26,10 +34,20 @@ from rostersync_assets.registry import District
     ),
 )
 def raw_roster_delivery(
-    context: dg.AssetExecutionContext, home: HomeResource, sftp: SftpResource, rest: RestSourceResource, ledger: LedgerResource
+    context: dg.AssetExecutionContext,
+    config: RawDeliveryConfig,
+    home: HomeResource,
+    sftp: SftpResource,
+    rest: RestSourceResource,
+    ledger: LedgerResource,
+    archive: ArchiveResource,
 ) -> dg.Output[dict]:
     district = home.district(context.partition_key)
-    if district.rest is not None:
+    if config.replay_delivery_id:
+        staged, reconnects = restore_delivery(
+            archive.open(), district=district.slug, delivery_id=config.replay_delivery_id, staging_root=home.paths.staging_dir
+        ), 0
+    elif district.rest is not None:
         # A OneRoster REST district: the pulled pages are its delivery (JSON pages + rest-pull.json).
         staged, reconnects = rest.stage(district, home.paths.staging_dir, ledger.open()), 0
     else:
