@@ -24,7 +24,7 @@ from rostersync_assets.oneroster.validate import validate_package
 from rostersync_assets.sandbox.generator import DistrictRoster, generate_district, next_night, write_delivery
 from rostersync_assets.sandbox.lms_server import running_sandbox_lms
 from rostersync_assets.sync.diff import build_change_set
-from rostersync_assets.sync.push import PlannedBatch, plan_batches, push_changes
+from rostersync_assets.sync.push import BatchAnswer, PlannedBatch, plan_batches, push_changes
 
 DISTRICT = "bench-district"
 
@@ -42,9 +42,10 @@ def _night(label: str, roster: DistrictRoster, work: Path, ledger: SyncLedger, c
     with timed(f"{label}: diff", results):
         changes = build_change_set(report.tables, package.modes, states)
 
-    def send(batch: PlannedBatch) -> list[tuple[str, str | None]]:
+    def send(batch: PlannedBatch) -> BatchAnswer:
         operations = [LmsOperation(c.lms_op, c.sourced_id, c.record) for c in batch.changes]
-        return [(r.status, r.error) for r in client.send_batch(DISTRICT, batch.entity, operations, batch.idempotency_key)]
+        results = client.send_batch(DISTRICT, batch.entity, operations, batch.idempotency_key)
+        return BatchAnswer([(r.status, r.error) for r in results], replayed=results.replayed)
 
     def record(batch: PlannedBatch, statuses: list[tuple[str, str | None]]) -> None:
         ledger.record_batch(BatchContext("bench", DISTRICT, label, "", batch.entity, batch.idempotency_key), batch.changes, statuses)

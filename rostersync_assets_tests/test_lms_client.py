@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -195,3 +196,35 @@ def test_repr_hides_the_token_and_limits_are_checked_before_sending() -> None:
     with pytest.raises(ValueError, match="page_size"):
         next(client.iter_records(TENANT, "users", page_size=1001))
     client.close()
+
+
+def test_results_say_whether_the_lms_replayed_its_answer(sandbox_lms: SandboxLms) -> None:
+    with client_for(sandbox_lms) as client:
+        first = client.send_batch(TENANT, "users", [upsert("u1")], "k1")
+        again = client.send_batch(TENANT, "users", [upsert("u1")], "k1")
+
+    assert (first.replayed, again.replayed) == (False, True)
+
+
+def test_dropped_connections_are_retried_and_a_dropped_answer_is_replayed(sandbox_lms_factory: SandboxLmsFactory) -> None:
+    lms = sandbox_lms_factory(faults=SandboxFaults(drop_before_share=0.3, drop_after_share=0.3, seed=4))
+    sleep = RecordedSleep()
+
+    with client_for(lms, sleep, max_attempts=20) as client:
+        answers = [client.send_batch(TENANT, "users", [upsert(f"u{n}")], f"k{n}") for n in range(20)]
+
+    assert [a[0].status for a in answers] == ["created"] * 20
+    log = {row.key: row.times_seen for row in lms.store.idempotency_log()}
+    assert len(log) == 20 and len(sleep.delays) == lms.faults.injected["drop before applying"] + lms.faults.injected["drop after applying"]
+    assert lms.faults.injected["drop after applying"] > 0
+    # an answer lost after the batch was applied: the retry is a replay, and says so
+    assert {f"k{n}" for n, a in enumerate(answers) if a.replayed} == {key for key, seen in log.items() if seen > 1}
+
+
+def test_one_client_serves_many_threads_each_on_its_own_session(sandbox_lms: SandboxLms) -> None:
+    with client_for(sandbox_lms) as client, ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda n: client.send_batch(TENANT, "users", [upsert(f"u{n}")], f"k{n}"), range(16)))
+        sessions = len(client._sessions)
+
+    assert [a[0].status for a in answers] == ["created"] * 16
+    assert 1 <= sessions <= 4 and client._sessions == []  # closed with the client

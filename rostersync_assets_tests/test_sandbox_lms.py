@@ -6,10 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 import yaml
 
+from rostersync_assets.cli import build_parser
 from rostersync_assets.oneroster.spec import ENTITIES
+from rostersync_assets.sandbox.fault_flags import faults_from_arguments
 from rostersync_assets.sandbox.lms_app import SandboxFaults, create_app
 from rostersync_assets_tests.fixtures.lms import SandboxLms, SandboxLmsFactory
 
@@ -268,3 +271,83 @@ def test_openapi_documents_every_route_the_app_serves(tmp_path: Path) -> None:
     assert served == documented
     entity = document["components"]["parameters"]["Entity"]["schema"]["enum"]
     assert entity == list(ENTITIES)
+
+
+def outcome(lms: SandboxLms, key: str) -> str:
+    """The answer's status code, or "dropped" when the server closed the connection without one."""
+    try:
+        return str(batch(lms, [user(f"user-{key}")], key).status_code)
+    except requests.ConnectionError:
+        return "dropped"
+
+
+def test_share_faults_are_seeded_reproducible_and_apply_only_what_they_say(sandbox_lms_factory: SandboxLmsFactory) -> None:
+    def faults() -> SandboxFaults:
+        return SandboxFaults(error_share=0.2, throttle_share=0.2, drop_before_share=0.2, drop_after_share=0.2, retry_after_s=0, seed=5)
+
+    first, second = sandbox_lms_factory(faults=faults()), sandbox_lms_factory(faults=faults())
+    keys = [f"k{n}" for n in range(40)]
+
+    outcomes = [outcome(first, key) for key in keys]
+
+    assert outcomes == [outcome(second, key) for key in keys]  # same seed, same answers
+    assert set(outcomes) == {"200", "503", "429", "dropped"}
+    applied = {row.key for row in first.store.idempotency_log()}
+    dropped_after = applied - {key for key, seen in zip(keys, outcomes) if seen == "200"}
+    assert dropped_after and all(outcomes[keys.index(key)] == "dropped" for key in dropped_after)
+    assert first.faults.injected["drop after applying"] == len(dropped_after)
+    assert first.faults.injected["drop before applying"] == outcomes.count("dropped") - len(dropped_after)
+    assert not any(outcomes[keys.index(key)] in ("503", "429") for key in applied)
+
+
+def test_a_retry_of_the_same_key_gets_a_fresh_draw(sandbox_lms_factory: SandboxLmsFactory) -> None:
+    lms = sandbox_lms_factory(faults=SandboxFaults(error_share=0.5, seed=1))
+
+    answers = [outcome(lms, "k1") for _ in range(12)]
+
+    assert set(answers) == {"200", "503"}
+    assert [row.times_seen for row in lms.store.idempotency_log()] == [answers.count("200")]
+
+
+def test_rejected_records_are_errors_in_a_successful_batch_until_the_fault_is_lifted(sandbox_lms_factory: SandboxLmsFactory) -> None:
+    lms = sandbox_lms_factory(faults=SandboxFaults(reject_ids=frozenset({"u2"})))
+
+    rejected = batch(lms, [user("u1"), user("u2"), user("u3")], "k1")
+    lms.faults.reject_ids = frozenset()  # switched off on the running server
+    replayed = batch(lms, [user("u1"), user("u2"), user("u3")], "k1")
+    lifted = batch(lms, [user("u2")], "k2")
+
+    assert statuses(rejected) == ["created", "error", "created"] == statuses(replayed)
+    assert rejected.json()["results"][1]["error"] == "rejected by the LMS (injected fault)"
+    assert statuses(lifted) == ["created"]
+    assert lms.store.active_records(TENANT, "users").keys() == {"u1", "u2", "u3"}
+
+
+def test_a_share_of_records_is_rejected_by_sourced_id(sandbox_lms_factory: SandboxLmsFactory) -> None:
+    lms = sandbox_lms_factory(faults=SandboxFaults(reject_share=0.3, seed=2))
+
+    first = statuses(batch(lms, [user(f"u{n}") for n in range(100)], "k1"))
+    again = statuses(batch(lms, [user(f"u{n}") for n in range(100)], "k2"))
+
+    assert 15 < first.count("error") < 45
+    assert [s == "error" for s in first] == [s == "error" for s in again]  # the same records, every time
+
+
+def test_fault_shares_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="shares"):
+        SandboxFaults(error_share=0.6, drop_after_share=0.6)
+    with pytest.raises(ValueError, match="shares"):
+        SandboxFaults(reject_share=-0.1)
+
+
+def test_the_cli_flags_build_the_faults() -> None:
+    args = build_parser().parse_args(
+        ["sandbox", "lms", "--token", "t", "--latency", "0.2", "--error-share", "0.1", "--throttle-share", "0.05",
+         "--retry-after", "3", "--drop-before-share", "0.02", "--drop-after-share", "0.03", "--stall-share", "0.01",
+         "--stall", "5", "--reject-share", "0.01", "--reject-id", "u1", "--reject-id", "u2", "--fault-seed", "9"]
+    )
+    assert faults_from_arguments(args) == SandboxFaults(
+        latency_s=0.2, error_share=0.1, throttle_share=0.05, retry_after_s=3, drop_before_share=0.02,
+        drop_after_share=0.03, stall_share=0.01, stall_s=5.0, reject_share=0.01, reject_ids=frozenset({"u1", "u2"}), seed=9,
+    )
+    assert faults_from_arguments(build_parser().parse_args(["sandbox", "lms"])) == SandboxFaults()

@@ -1,9 +1,22 @@
-"""Batches and the push loop: order, batch boundaries, idempotency keys, stop on failure (pure)."""
+"""Batches and the push loop: order, batch boundaries, idempotency keys that survive a resumed run,
+bounded concurrency that keeps parents first, failures that keep acknowledged work, and the loop
+against the sandbox LMS over HTTP with every switchable fault on."""
+
+import threading
+import time
+from collections import Counter
 
 import pandas as pd
 import pytest
 
-from rostersync_assets.sync.push import plan_batches, push_changes
+from rostersync_assets.connectors.ledger import BatchContext, SyncLedger
+from rostersync_assets.connectors.lms_client import LmsClient, LmsOperation
+from rostersync_assets.sandbox.generator import generate_district
+from rostersync_assets.sandbox.lms_app import SandboxFaults
+from rostersync_assets.sync.push import BatchAnswer, PlannedBatch, plan_batches, push_changes
+from rostersync_assets_tests.fixtures.lms import SandboxLms, SandboxLmsFactory
+from rostersync_assets_tests.fixtures.pipeline import SLUG
+from rostersync_assets_tests.fixtures.pipeline import TENANT as SYNC_TENANT
 
 
 def changes(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
@@ -13,15 +26,21 @@ def changes(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
             "entity": [r[0] for r in rows],
             "op": [r[1] for r in rows],
             "sourcedId": [r[2] for r in rows],
-            "line": 2,
+            "line": [0 if r[1] == "deactivate" else 2 + n for n, r in enumerate(rows)],
             "hash_before": "",
             "hash_after": [f"h-{r[2]}" for r in rows],
             "record": ['{"sourcedId": "%s"}' % r[2] if r[1] != "deactivate" else "" for r in rows],
+            "school": "",
+            "natural_key": "",
         }
     )
 
 
 ROWS = [("orgs", "create", "o1"), ("users", "create", "u1"), ("users", "update", "u2"), ("users", "create", "u3"), ("users", "deactivate", "u9")]
+
+
+def created(batch: PlannedBatch) -> BatchAnswer:
+    return BatchAnswer([("created", None)] * len(batch.changes))
 
 
 def test_batches_split_by_entity_operation_kind_and_size():
@@ -46,6 +65,20 @@ def test_idempotency_keys_are_stable_per_delivery_and_differ_otherwise():
     assert not set(first) & set(other_delivery)
 
 
+def test_a_resumed_run_cuts_the_unacknowledged_batches_with_their_old_keys():
+    rows = [("users", "create", f"u{n:02d}") for n in range(10)] + [("users", "deactivate", f"x{n}") for n in range(5)]
+    full = list(plan_batches(changes(rows), district="d", delivery_id="x", batch_size=3))
+    acknowledged = {c.sourced_id for b in (full[0], full[2], full[5]) for c in b.changes}  # any whole batches
+    rest = changes(rows)
+    rest = rest[~rest["sourcedId"].isin(acknowledged)]
+    # the sync state may come back in any order: deactivations are re-sorted by id
+    rest = pd.concat([rest[rest["op"] != "deactivate"], rest[rest["op"] == "deactivate"].iloc[::-1]])
+    resumed = list(plan_batches(rest, district="d", delivery_id="x", batch_size=3))
+    remaining = [b for n, b in enumerate(full) if n not in (0, 2, 5)]
+    assert [b.idempotency_key for b in resumed] == [b.idempotency_key for b in remaining]
+    assert [b.changes for b in resumed] == [b.changes for b in remaining]
+
+
 def test_push_records_each_batch_before_sending_the_next_and_stops_on_error():
     log: list[str] = []
 
@@ -53,7 +86,7 @@ def test_push_records_each_batch_before_sending_the_next_and_stops_on_error():
         log.append(f"send {batch.number}")
         if batch.number == 2:
             raise RuntimeError("LMS down")
-        return [("created", None)] * len(batch.changes)
+        return created(batch)
 
     def record(batch, statuses):
         log.append(f"record {batch.number}")
@@ -63,16 +96,205 @@ def test_push_records_each_batch_before_sending_the_next_and_stops_on_error():
     assert log == ["send 0", "record 0", "send 1", "record 1", "send 2"]
 
 
-def test_summary_counts_statuses_per_entity():
+def test_concurrent_batches_stay_within_the_bound_and_groups_go_parents_first():
+    rows = [("orgs", "create", f"o{n}") for n in range(7)] + [("users", "create", f"u{n}") for n in range(9)]
+    rows += [("users", "deactivate", f"x{n}") for n in range(5)]
+    lock, in_flight, peak, events = threading.Lock(), [0], [0], []
+
     def send(batch):
-        return [("error", "rejected") if c.sourced_id == "u2" else ("created", None) for c in batch.changes]
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+            events.append(("send", batch.entity, batch.changes[0].lms_op))
+        time.sleep(0.02 if batch.number % 2 else 0.05)  # out-of-order completion within a group
+        with lock:
+            in_flight[0] -= 1
+        return created(batch)
+
+    def record(batch, statuses):
+        assert threading.current_thread() is threading.main_thread()
+        events.append(("record", batch.entity, batch.changes[0].lms_op))
+
+    summary = push_changes(plan_batches(changes(rows), district="d", delivery_id="x", batch_size=2), send=send, record=record, concurrency=3)
+
+    assert peak[0] == 3 and summary.batches == 4 + 5 + 3 and summary.total("created") == len(rows)
+    groups = [("orgs", "upsert"), ("users", "upsert"), ("users", "deactivate")]
+    for earlier, later in zip(groups, groups[1:]):
+        last_record = max(i for i, e in enumerate(events) if e == ("record", *earlier))
+        first_send = min(i for i, e in enumerate(events) if e == ("send", *later))
+        assert last_record < first_send, (earlier, later)
+
+
+def test_a_failure_stops_sending_but_records_the_batches_already_in_flight():
+    rows = [("users", "create", f"u{n}") for n in range(12)]
+    sent, recorded = [], []
+
+    def send(batch):
+        sent.append(batch.number)
+        if batch.number == 0:
+            time.sleep(0.05)
+            raise RuntimeError("gave up")
+        time.sleep(0.1)
+        return created(batch)
+
+    with pytest.raises(RuntimeError, match="gave up"):
+        push_changes(
+            plan_batches(changes(rows), district="d", delivery_id="x", batch_size=2),
+            send=send,
+            record=lambda b, s: recorded.append(b.number),
+            concurrency=3,
+        )
+    assert sorted(sent) == [0, 1, 2] and sorted(recorded) == [1, 2]
+
+
+def test_stale_errors_in_a_replayed_answer_are_sent_again_under_a_derived_key():
+    rows = [("users", "create", f"u{n}") for n in range(3)]
+    [batch] = plan_batches(changes(rows), district="d", delivery_id="x")
+    exchanges: list[tuple[str, list[str]]] = []
+
+    def send(sent):
+        exchanges.append((sent.idempotency_key, [c.sourced_id for c in sent.changes]))
+        if sent.idempotency_key == batch.idempotency_key:  # applied by a killed run, u1 rejected then
+            return BatchAnswer([("created", None), ("error", "rejected"), ("created", None)], replayed=True)
+        return created(sent)
+
+    recorded = []
+    summary = push_changes([batch], send=send, record=lambda b, s: recorded.append((b.idempotency_key, s)))
+
+    key = batch.idempotency_key
+    assert exchanges == [(key, ["u0", "u1", "u2"]), (f"{key}.1", ["u1"])]
+    assert [k for k, _ in recorded] == [key, f"{key}.1"]
+    assert summary.total("created") == 3 and summary.failed == 0
+
+
+def test_summary_counts_statuses_per_entity_and_samples_rejected_ids():
+    def send(batch):
+        return BatchAnswer([("error", "rejected") if c.sourced_id == "u2" else ("created", None) for c in batch.changes])
 
     summary = push_changes(plan_batches(changes(ROWS[:3]), district="d", delivery_id="x"), send=send, record=lambda b, s: None)
     assert summary.batches == 2
     assert summary.total("created") == 2 and summary.failed == 1
     assert summary.by_entity["users"]["error"] == 1
+    assert summary.rejected_sample == [("users", "u2", "rejected")]
 
 
-def test_batch_size_must_be_positive():
+def test_batch_size_and_concurrency_must_be_positive():
     with pytest.raises(ValueError):
         list(plan_batches(changes(ROWS), district="d", delivery_id="x", batch_size=0))
+    with pytest.raises(ValueError):
+        push_changes([], send=created, record=lambda b, s: None, concurrency=0)
+
+
+# --- against the sandbox LMS over HTTP, with the real client and ledger --------------------------------
+
+TENANT = "lincoln"
+
+
+def delivery(count: int) -> pd.DataFrame:
+    rows = [("orgs", "create", "org-1")] + [("users", "create", f"u{n:04d}") for n in range(count)]
+    frame = changes(rows)
+    frame["record"] = [
+        '{"sourcedId": "%s", "role": "student", "givenName": "G%s"}' % (sid, sid) if entity == "users" else '{"sourcedId": "%s", "type": "school"}' % sid
+        for entity, sid in zip(frame["entity"], frame["sourcedId"])
+    ]
+    return frame
+
+
+def sync(lms: SandboxLms, ledger: SyncLedger, frame: pd.DataFrame, *, run_id: str, timeout_s: float = 5.0):
+    """The `lms_sync_results` loop without Dagster: plan, send over HTTP, record in the ledger."""
+    with LmsClient(lms.url, lms.token, timeout_s=timeout_s, max_attempts=12, backoff_base_s=0.01, backoff_max_s=0.05) as client:
+
+        def send(batch):
+            operations = [LmsOperation(c.lms_op, c.sourced_id, c.record) for c in batch.changes]
+            results = client.send_batch(TENANT, batch.entity, operations, batch.idempotency_key)
+            return BatchAnswer([(r.status, r.error) for r in results], replayed=results.replayed)
+
+        def record(batch, statuses):
+            context = BatchContext(run_id=run_id, district="lincoln-usd", delivery_id="d1", archive_uri="", entity=batch.entity, idempotency_key=batch.idempotency_key)
+            ledger.record_batch(context, batch.changes, statuses)
+
+        return push_changes(plan_batches(frame, district="lincoln-usd", delivery_id="d1", batch_size=25), send=send, record=record, concurrency=4)
+
+
+def unacknowledged(ledger: SyncLedger, frame: pd.DataFrame) -> pd.DataFrame:
+    """What the next run's diff would send again: the records the sync state does not hold."""
+    held = {sid for entity in ("orgs", "users") for sid in ledger.load_state("lincoln-usd", entity)["sourcedId"]}
+    return frame[~frame["sourcedId"].isin(held)]
+
+
+def applications_per_record(lms: SandboxLms) -> Counter:
+    """How many applied batches carried each record (a replay adds nothing): must be 1 each."""
+    return Counter((row.entity, result["sourcedId"]) for row in lms.store.idempotency_log() for result in row.response["results"] if result["status"] != "error")
+
+
+def test_5xx_429_timeouts_and_dropped_connections_are_survived_and_nothing_is_applied_twice(
+    sandbox_lms_factory: SandboxLmsFactory, tmp_path
+):
+    faults = SandboxFaults(
+        error_share=0.15, throttle_share=0.1, drop_before_share=0.1, drop_after_share=0.15,
+        stall_share=0.1, stall_s=0.4, retry_after_s=0, seed=7, throttle_first_batches=1,
+    )
+    lms = sandbox_lms_factory(faults=faults)
+    frame = delivery(300)
+    ledger = SyncLedger(tmp_path / "ledger.db")
+
+    summary = sync(lms, ledger, frame, run_id="r1", timeout_s=0.3)
+
+    assert set(faults.injected) == {"503", "429", "drop before applying", "drop after applying", "stall"}
+    assert summary.failed == 0 and summary.total("created") == 301
+    assert set(lms.store.active_records(TENANT, "users")) == {f"u{n:04d}" for n in range(300)}
+    assert unacknowledged(ledger, frame).empty
+    assert set(applications_per_record(lms).values()) == {1}
+    assert any(row.times_seen > 1 for row in lms.store.idempotency_log())  # answers were lost and replayed
+
+
+def test_rejected_records_do_not_advance_and_the_next_run_sends_only_them(sandbox_lms_factory: SandboxLmsFactory, tmp_path):
+    lms = sandbox_lms_factory(faults=SandboxFaults(reject_share=0.05, reject_ids=frozenset({"u0007"}), seed=3))
+    frame = delivery(200)
+    ledger = SyncLedger(tmp_path / "ledger.db")
+
+    first = sync(lms, ledger, frame, run_id="r1")
+    retry = unacknowledged(ledger, frame)
+    assert first.failed == len(retry) > 1 and "u0007" in set(retry["sourcedId"])
+    assert not set(retry["sourcedId"]) & set(lms.store.active_records(TENANT, "users"))
+
+    still_rejected = sync(lms, ledger, retry, run_id="r2")  # same fault: rejected again, still not lost
+    assert still_rejected.failed == len(retry) and len(unacknowledged(ledger, frame)) == len(retry)
+
+    lms.faults.reject_share, lms.faults.reject_ids = 0.0, frozenset()
+    lifted = sync(lms, ledger, unacknowledged(ledger, frame), run_id="r3")
+    assert lifted.failed == 0 and lifted.total("created") == len(retry)
+    assert unacknowledged(ledger, frame).empty
+    assert set(applications_per_record(lms).values()) == {1}
+
+
+def metadata(result, asset: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return {key: value.value for key, value in event.materialization.metadata.items()}
+
+
+def test_through_the_pipeline_rejected_records_are_reported_and_the_next_diff_sends_only_them(district_pipeline):
+    roster = generate_district(students=60, seed=29, district=SLUG)
+    student = roster.tables["users"].query("role == 'student'")["sourcedId"].iloc[0]
+    enrollment = roster.tables["enrollments"]["sourcedId"].iloc[-1]
+    district_pipeline.publish(roster)
+    district_pipeline.lms.faults.reject_ids = frozenset({student, enrollment})
+    rejected = sum(int(t["sourcedId"].isin([student, enrollment]).sum()) for t in roster.tables.values())  # demographics share user ids
+
+    first = district_pipeline.run()
+
+    assert first.success  # rejections are retried next run, not a failure of this one
+    synced = metadata(first, "lms_sync_results")
+    assert rejected == 3 and synced["failed"] == rejected
+    assert synced["created"] == sum(len(t) for t in roster.tables.values()) - rejected
+    assert student in synced["rejected_records"] and enrollment in synced["rejected_records"]
+    assert student not in district_pipeline.lms.store.active_records(SYNC_TENANT, "users")
+
+    district_pipeline.lms.faults.reject_ids = frozenset()
+    second = district_pipeline.run()
+
+    assert second.success
+    assert metadata(second, "roster_changes")["dagster/row_count"] == rejected  # the diff re-sends only them
+    assert metadata(second, "lms_sync_results")["created"] == rejected and metadata(second, "lms_sync_results")["failed"] == 0
+    for entity in ("users", "demographics", "enrollments"):
+        assert set(district_pipeline.lms.store.active_records(SYNC_TENANT, entity)) == set(roster.tables[entity]["sourcedId"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ logger = logging.getLogger("rostersync.lms")
 
 # Only these answers say "try again later"; any other 4xx means the request itself is wrong.
 _RETRYABLE_4XX = frozenset({429})
+# No (complete) answer arrived: the request may or may not have been applied; the same key makes
+# the retry safe either way. ChunkedEncodingError is a connection broken in the middle of a body.
+_TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,18 @@ class LmsResult:
     sourced_id: str
     status: str
     error: str | None = None
+
+
+class BatchResults(list[LmsResult]):
+    """One result per operation, in order, and whether the LMS replayed a stored answer.
+
+    A replay means this exact batch was applied before (its key was seen): the caller learns the
+    outcome of an attempt whose answer it lost, and that any per-record error in it is old news.
+    """
+
+    def __init__(self, results: Sequence[LmsResult], *, replayed: bool) -> None:
+        super().__init__(results)
+        self.replayed = replayed
 
 
 class LmsError(Exception):
@@ -82,9 +98,10 @@ class LmsError(Exception):
 class LmsClient:
     """Sends batches to and reads records from one LMS, retrying what is safe to retry.
 
-    Retried: connection errors, timeouts, 5xx (exponential backoff with full jitter) and 429
-    (waiting the server's `Retry-After`). Not retried: other 4xx, which a retry cannot fix.
-    A requests.Session is not safe to share between threads: use one client per thread.
+    Retried: connection errors (a dropped connection included), timeouts, 5xx (exponential
+    backoff with full jitter) and 429 (waiting the server's `Retry-After`). Not retried: other
+    4xx, which a retry cannot fix. Safe to share between threads: a requests.Session is not, so
+    each thread gets its own (with its own connection), all closed by `close()`.
     """
 
     def __init__(
@@ -106,9 +123,10 @@ class LmsClient:
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._sleep = sleep
-        self._session = requests.Session()
-        self._session.headers["Authorization"] = f"Bearer {token}"
-        self._session.headers["Accept"] = "application/json"
+        self._token = token
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LmsClient(base_url={self._base_url!r})"
@@ -125,7 +143,23 @@ class LmsClient:
         self.close()
 
     def close(self) -> None:
-        self._session.close()
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    @property
+    def _session(self) -> requests.Session:
+        """This thread's session, created on first use."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["Authorization"] = f"Bearer {self._token}"
+            session.headers["Accept"] = "application/json"
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
 
     def send_batch(
         self,
@@ -133,12 +167,12 @@ class LmsClient:
         entity: str,
         operations: Sequence[LmsOperation],
         idempotency_key: str,
-    ) -> list[LmsResult]:
-        """Apply `operations` in one batch; returns one result per operation, in order.
+    ) -> BatchResults:
+        """Apply `operations` in one batch; returns one result per operation, in order, and `replayed`.
 
-        The caller chooses the key and must derive it from the batch's content and position (for
-        example delivery id, entity and batch number), so that a re-run replays instead of
-        re-applying. Keys are unique per tenant: reusing one for another body is rejected (422).
+        The caller chooses the key and must derive it from what the batch is (for example district,
+        delivery, entity and content), never from the time or the attempt, so that a re-run replays
+        instead of re-applying. Keys are unique per tenant: reusing one for another body is 422.
         """
         if len(operations) > MAX_BATCH_OPERATIONS:
             raise ValueError(
@@ -164,7 +198,7 @@ class LmsClient:
                 attempts=1,
                 idempotency_key=idempotency_key,
             )
-        return results
+        return BatchResults(results, replayed=response.headers.get("Idempotent-Replayed") == "true")
 
     def iter_records(
         self, tenant: str, entity: str, page_size: int = MAX_PAGE_SIZE
@@ -201,7 +235,7 @@ class LmsClient:
         for attempt in range(1, self._max_attempts + 1):
             try:
                 response = self._session.request(method, url, timeout=self._timeout_s, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except _TRANSPORT_ERRORS as exc:
                 outcome, status, delay = type(exc).__name__, None, self._backoff(attempt)
             else:
                 if response.ok:

@@ -2,8 +2,9 @@
 
 The demo and the tests sync into this instead of a real LMS, so it implements the contract
 exactly (idempotent batches, per-record results, cursor pagination, 401/404/422/429) and can be
-told to be slow, failing or throttling (`SandboxFaults`) to exercise the client's retries.
-Its idempotency log is what lets tests prove that no batch was ever applied twice.
+told to be slow, to fail, throttle, drop connections or reject records (`SandboxFaults`) to
+exercise the client's retries and the sync's resumption. Its idempotency log is what lets tests
+prove that no batch was ever applied twice.
 Record values are student personal data: they are never logged and never echoed in errors.
 """
 
@@ -16,13 +17,15 @@ import hashlib
 import hmac
 import json
 import logging
+import random
 import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,10 @@ from rostersync_assets.oneroster.spec import ENTITIES, NEVER_SENT_COLUMNS, SPECS
 logger = logging.getLogger("rostersync.sandbox.lms")
 
 DEFAULT_PAGE_SIZE = 100
+_IDS_PER_QUERY = 500  # bound parameters per IN (...) query, well below SQLite's limit
+# The fields an upsert's record may hold, per entity (checked on every record of every batch).
+_SENDABLE = {entity: frozenset(SPECS[entity].columns) - NEVER_SENT_COLUMNS for entity in ENTITIES}
+_OTHER_ID = "record sourcedId differs from the operation's sourcedId"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 _SCHEMA = """
@@ -96,25 +103,29 @@ class IdempotencyRow:
 class SandboxLmsStore:
     """The sandbox LMS's state in one SQLite file, safe to use from several threads and processes.
 
-    Every call opens its own connection (sqlite3 connections must not cross threads) and WAL mode
-    lets tests read while the server writes. A batch and its idempotency row commit together in
-    one `BEGIN IMMEDIATE` transaction, so concurrent retries of one key serialize: the second sees
-    the first's row and replays it.
+    Each thread keeps its own connection (sqlite3 connections must not cross threads; opening one
+    per call made every last close checkpoint the WAL, which cost more than applying a batch), and
+    WAL mode lets tests read while the server writes. `synchronous=NORMAL` survives the crash of
+    any process (only a power loss could lose the newest commits): enough for a sandbox. A batch
+    and its idempotency row commit together in one `BEGIN IMMEDIATE` transaction, so concurrent
+    retries of one key serialize: the second sees the first's row and replays it.
     """
 
     def __init__(self, db_path: Path) -> None:
         self._db_path = Path(db_path)
+        self._local = threading.local()
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self._db_path, timeout=30.0, isolation_level=None)
-        try:
-            yield conn
-        finally:
-            conn.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._db_path, timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        yield conn
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -133,9 +144,12 @@ class SandboxLmsStore:
         entity: str,
         operations: Sequence[Mapping[str, Any]],
         idempotency_key: str,
+        rejected: frozenset[str] = frozenset(),
     ) -> BatchOutcome:
         """Apply the operations once per key; a repeat of the key replays the stored response.
 
+        Operations on a `rejected` sourcedId are answered with a per-record error and not applied
+        (an injected fault); the stored response keeps that answer like any other.
         Raises IdempotencyKeyReused when the key already belongs to another entity or body.
         """
         body_sha256 = _sha256_of({"operations": list(operations)})
@@ -154,7 +168,7 @@ class SandboxLmsStore:
                 )
                 return BatchOutcome(json.loads(seen[2]), replayed=True)
             now = _now()
-            results = [_apply_operation(conn, tenant, entity, op, now) for op in operations]
+            results = _apply_operations(conn, tenant, entity, operations, now, rejected)
             response = {"results": results}
             conn.execute(
                 "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?, ?, 1)",
@@ -204,56 +218,69 @@ class SandboxLmsStore:
         ]
 
 
-def _apply_operation(
-    conn: sqlite3.Connection, tenant: str, entity: str, operation: Mapping[str, Any], now: str
-) -> dict[str, str]:
-    """Apply one operation inside the batch's transaction; returns its result object."""
-    sourced_id = operation.get("sourcedId")
-    shown_id = sourced_id if isinstance(sourced_id, str) else ""
-    problem = _operation_problem(entity, operation)
-    if problem is not None:
-        return {"sourcedId": shown_id, "status": "error", "error": problem}
-    current = conn.execute(
-        "SELECT active, record_json FROM records WHERE tenant=? AND entity=? AND sourced_id=?",
-        (tenant, entity, sourced_id),
-    ).fetchone()
-    if operation["op"] == "deactivate":
-        status = _deactivate(conn, (tenant, entity, sourced_id), current, now)
-    else:
-        record = dict(operation["record"])
-        status = _upsert(conn, (tenant, entity, sourced_id), record, current, now)
-    return {"sourcedId": shown_id, "status": status}
-
-
-def _upsert(
+def _apply_operations(
     conn: sqlite3.Connection,
-    key: tuple[str, str, str],
-    record: dict[str, str],
-    current: tuple[int, str] | None,
+    tenant: str,
+    entity: str,
+    operations: Sequence[Mapping[str, Any]],
     now: str,
-) -> str:
-    if current is not None and current[0] and json.loads(current[1]) == record:
-        return "unchanged"
-    record_json = json.dumps(record, sort_keys=True)
-    conn.execute(
-        "INSERT INTO records VALUES (?, ?, ?, 1, ?, ?)"
+    rejected: frozenset[str],
+) -> list[dict[str, str]]:
+    """Apply the operations in order inside the batch's transaction; returns their result objects.
+
+    The records a batch names are read in one query and written in one executemany (a row per
+    operation cost more than the HTTP around it); `state` follows the batch as it goes, so an
+    operation sees what the earlier ones of the same batch did. Operations on a `rejected`
+    sourcedId (an injected fault) get an error and change nothing.
+    """
+    state = _current_records(conn, tenant, entity, operations)
+    written: dict[str, tuple[int, str]] = {}
+    results = []
+    for operation in operations:
+        sourced_id = operation.get("sourcedId")
+        shown_id = sourced_id if isinstance(sourced_id, str) else ""
+        problem = _operation_problem(entity, operation)
+        if problem is None and sourced_id in rejected:
+            problem = REJECTION_MESSAGE
+        if problem is not None:
+            results.append({"sourcedId": shown_id, "status": "error", "error": problem})
+            continue
+        current = state.get(sourced_id)
+        if operation["op"] == "deactivate":
+            status = "deactivated" if current is not None and current[0] else "unchanged"
+            after = (0, current[1]) if status == "deactivated" else None
+        else:
+            record = dict(operation["record"])
+            same = current is not None and current[0] and json.loads(current[1]) == record
+            status = "unchanged" if same else ("created" if current is None else "updated")
+            after = None if same else (1, json.dumps(record, separators=(",", ":")))
+        if after is not None:
+            state[sourced_id] = written[sourced_id] = after
+        results.append({"sourcedId": shown_id, "status": status})
+    conn.executemany(
+        "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (tenant, entity, sourced_id)"
-        " DO UPDATE SET active=1, record_json=excluded.record_json, updated_at=excluded.updated_at",
-        (*key, record_json, now),
+        " DO UPDATE SET active=excluded.active, record_json=excluded.record_json, updated_at=excluded.updated_at",
+        [(tenant, entity, sid, active, record_json, now) for sid, (active, record_json) in written.items()],
     )
-    return "created" if current is None else "updated"
+    return results
 
 
-def _deactivate(
-    conn: sqlite3.Connection, key: tuple[str, str, str], current: tuple[int, str] | None, now: str
-) -> str:
-    if current is None or not current[0]:
-        return "unchanged"
-    conn.execute(
-        "UPDATE records SET active=0, updated_at=? WHERE tenant=? AND entity=? AND sourced_id=?",
-        (now, *key),
-    )
-    return "deactivated"
+def _current_records(
+    conn: sqlite3.Connection, tenant: str, entity: str, operations: Sequence[Mapping[str, Any]]
+) -> dict[str, tuple[int, str]]:
+    """sourcedId -> (active, record JSON) of the stored records the operations name."""
+    ids = sorted({op["sourcedId"] for op in operations if isinstance(op.get("sourcedId"), str)})
+    found: dict[str, tuple[int, str]] = {}
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        chunk = ids[start : start + _IDS_PER_QUERY]
+        rows = conn.execute(
+            "SELECT sourced_id, active, record_json FROM records WHERE tenant=? AND entity=?"
+            f" AND sourced_id IN ({','.join('?' * len(chunk))})",
+            (tenant, entity, *chunk),
+        )
+        found.update((sid, (active, record_json)) for sid, active, record_json in rows)
+    return found
 
 
 def _operation_problem(entity: str, operation: Mapping[str, Any]) -> str | None:
@@ -273,7 +300,9 @@ def _operation_problem(entity: str, operation: Mapping[str, Any]) -> str | None:
 
 
 def _record_problem(entity: str, sourced_id: str, record: Mapping[str, Any]) -> str | None:
-    columns = SPECS[entity].columns
+    if record.keys() <= _SENDABLE[entity] and all(type(value) is str for value in record.values()):
+        return None if record.get("sourcedId", sourced_id) == sourced_id else _OTHER_ID
+    columns = SPECS[entity].columns  # the slow path names the first broken rule
     for field, value in record.items():
         if field in NEVER_SENT_COLUMNS:
             return f"record field {field!r} must never be sent to the LMS"
@@ -282,7 +311,7 @@ def _record_problem(entity: str, sourced_id: str, record: Mapping[str, Any]) -> 
         if not isinstance(value, str):
             return f"record field {field!r} must be a string"
     if record.get("sourcedId", sourced_id) != sourced_id:
-        return "record sourcedId differs from the operation's sourcedId"
+        return _OTHER_ID
     return None
 
 
@@ -313,40 +342,109 @@ def _now() -> str:
 
 @dataclass
 class SandboxFaults:
-    """Misbehaviour to switch on for tests and benchmarks; counted per app instance."""
+    """Misbehaviour to switch on for tests and benchmarks, read live (a test may change it mid-run).
+
+    Shares are per batch request and decided by a random draw seeded with (`seed`, Idempotency-Key,
+    how often this key was seen), so a run is reproducible whatever order concurrent requests arrive
+    in, and a retry of the same key gets a fresh draw. Rejections are per record, seeded by sourcedId:
+    a rejected record stays rejected until the fault is lifted.
+    """
 
     latency_s: float = 0.0
     fail_first_batches: int = 0  # answered 503 before anything is applied
     throttle_first_batches: int = 0  # answered 429 with Retry-After before anything is applied
     retry_after_s: int = 1
+    error_share: float = 0.0  # answered 503, nothing applied
+    throttle_share: float = 0.0  # answered 429 with Retry-After, nothing applied
+    drop_before_share: float = 0.0  # connection closed without an answer, nothing applied
+    drop_after_share: float = 0.0  # applied, then the connection closed without an answer
+    stall_share: float = 0.0  # held `stall_s` before being applied: a client with a shorter timeout gives up
+    stall_s: float = 2.0
+    reject_share: float = 0.0  # records answered "error" in an otherwise successful batch
+    reject_ids: frozenset[str] = frozenset()  # these sourcedIds are always answered "error"
+    seed: int = 0
+    # What was injected so far, by BatchFault value and "rejected record": lets a test prove its faults fired.
+    injected: Counter[str] = field(default_factory=Counter, compare=False)
+
+    def __post_init__(self) -> None:
+        shares = (self.error_share, self.throttle_share, self.drop_before_share, self.drop_after_share, self.stall_share)
+        if not all(0.0 <= share <= 1.0 for share in (*shares, self.reject_share)) or sum(shares) > 1.0:
+            raise ValueError("fault shares must be between 0 and 1, and the per-request ones sum to at most 1")
+        self.reject_ids = frozenset(self.reject_ids)
+
+
+class BatchFault(Enum):
+    """What the sandbox does to one batch request instead of (or after) applying it normally."""
+
+    NONE = "none"
+    ERROR = "503"
+    THROTTLE = "429"
+    DROP_BEFORE = "drop before applying"
+    DROP_AFTER = "drop after applying"
+    STALL = "stall"
+
+
+REJECTION_MESSAGE = "rejected by the LMS (injected fault)"
 
 
 class _FaultInjector:
-    """Adds latency, and turns the first N batch requests into 503s, then the next M into 429s."""
+    """Adds latency, chooses each batch request's fault, and decides which records are rejected."""
 
     def __init__(self, faults: SandboxFaults) -> None:
         self.faults = faults
         self._lock = threading.Lock()
         self._failed = 0
         self._throttled = 0
+        self._seen: Counter[str] = Counter()
 
     async def delay(self) -> None:
         if self.faults.latency_s > 0:
             await asyncio.sleep(self.faults.latency_s)
 
-    def batch_fault(self) -> Response | None:
+    def batch_fault(self, key: str) -> BatchFault:
+        fault = self._choose(key)
+        if fault is not BatchFault.NONE:
+            with self._lock:
+                self.faults.injected[fault.value] += 1
+        return fault
+
+    def _choose(self, key: str) -> BatchFault:
+        faults = self.faults
         with self._lock:
-            if self._failed < self.faults.fail_first_batches:
+            self._seen[key] += 1
+            attempt = self._seen[key]
+            if self._failed < faults.fail_first_batches:
                 self._failed += 1
-                return _error(503, "injected failure: the sandbox LMS is unavailable")
-            if self._throttled < self.faults.throttle_first_batches:
+                return BatchFault.ERROR
+            if self._throttled < faults.throttle_first_batches:
                 self._throttled += 1
-                return _error(
-                    429,
-                    "rate limit exceeded",
-                    headers={"Retry-After": str(self.faults.retry_after_s)},
-                )
-        return None
+                return BatchFault.THROTTLE
+        draw = random.Random(f"{faults.seed}\x1f{key}\x1f{attempt}").random()
+        for fault, share in (
+            (BatchFault.ERROR, faults.error_share),
+            (BatchFault.THROTTLE, faults.throttle_share),
+            (BatchFault.DROP_BEFORE, faults.drop_before_share),
+            (BatchFault.DROP_AFTER, faults.drop_after_share),
+            (BatchFault.STALL, faults.stall_share),
+        ):
+            if draw < share:
+                return fault
+            draw -= share
+        return BatchFault.NONE
+
+    def rejected(self, operations: Sequence[Mapping[str, Any]]) -> frozenset[str]:
+        """The sourcedIds of `operations` the LMS answers with a per-record error this time."""
+        faults = self.faults
+        if not faults.reject_ids and faults.reject_share <= 0:
+            return frozenset()
+        ids = {op.get("sourcedId") for op in operations if isinstance(op.get("sourcedId"), str)}
+        rejected = frozenset(
+            sid for sid in ids
+            if sid in faults.reject_ids or random.Random(f"{faults.seed}\x1f{sid}").random() < faults.reject_share
+        )
+        with self._lock:
+            faults.injected["rejected record"] += len(rejected)
+        return rejected
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -383,16 +481,26 @@ class _SandboxLmsApi:
         operations = _operations(await request.body())
         # Slow after the body arrived, so a client timeout can hide a batch that still gets applied.
         await self._injector.delay()
-        fault = self._injector.batch_fault()
-        if fault is not None:
-            return fault
+        fault = self._injector.batch_fault(key)
+        if fault is BatchFault.ERROR:
+            return _error(503, "injected failure: the sandbox LMS is unavailable")
+        if fault is BatchFault.THROTTLE:
+            retry_after = {"Retry-After": str(self._injector.faults.retry_after_s)}
+            return _error(429, "rate limit exceeded", headers=retry_after)
+        if fault is BatchFault.DROP_BEFORE:
+            return await _drop_connection(request)
+        if fault is BatchFault.STALL:
+            await asyncio.sleep(self._injector.faults.stall_s)
+        rejected = self._injector.rejected(operations)
         try:
             outcome = await run_in_threadpool(
-                self._store.apply_batch, tenant, entity, operations, key
+                self._store.apply_batch, tenant, entity, operations, key, rejected
             )
         except IdempotencyKeyReused:
             return _error(422, "Idempotency-Key was already used with a different request")
         _log_batch(tenant, entity, outcome)
+        if fault is BatchFault.DROP_AFTER:  # applied and committed, but the answer is lost
+            return await _drop_connection(request)
         headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
         return JSONResponse(outcome.response, headers=headers)
 
@@ -408,6 +516,21 @@ class _SandboxLmsApi:
         except InvalidCursor:
             return _error(400, "invalid cursor")
         return JSONResponse({"items": items, "next_cursor": next_cursor})
+
+
+async def _drop_connection(request: Request) -> Response:
+    """Close the socket without answering, as a crashed proxy or a lost network would.
+
+    ASGI cannot abort a connection, so this reaches uvicorn's transport through the bound
+    `receive` it hands the app (its h11 and httptools protocols both keep it there).
+    """
+    transport = getattr(getattr(request.receive, "__self__", None), "transport", None)
+    if transport is None:
+        raise RuntimeError("dropping a connection needs the sandbox served by uvicorn")
+    transport.close()
+    # Let uvicorn notice the closed connection first, so it writes nothing and logs no error.
+    await asyncio.sleep(0)
+    return Response(status_code=204)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

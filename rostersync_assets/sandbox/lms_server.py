@@ -1,7 +1,8 @@
 """Serving the sandbox LMS over real HTTP: in a background thread (tests, demo) or blocking (CLI).
 
 Tests talk to it over loopback instead of calling the app in-process, so the client's timeouts,
-connection handling and retries are exercised the way they run against a real LMS.
+connection handling and retries are exercised the way they run against a real LMS. The CLI can
+switch on the same faults the tests use (`fault_flags.py`).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _wait_started(server: uvicorn.Server, thread: threading.Thread) -> None:
         time.sleep(0.01)
 
 
-def serve_sandbox_lms(db_path: Path, token: str, host: str, port: int) -> None:
+def serve_sandbox_lms(db_path: Path, token: str, host: str, port: int, faults: SandboxFaults | None = None) -> None:
     """Serve until interrupted (Ctrl+C or SIGTERM), for `rostersync sandbox lms`.
 
     uvicorn runs in the main thread so that it handles the signals and shuts down gracefully;
@@ -83,4 +84,5 @@ def serve_sandbox_lms(db_path: Path, token: str, host: str, port: int) -> None:
     sock = socket.create_server((host, port), family=family)
     print(f"sandbox LMS listening on {_url(sock.getsockname())}", flush=True)
     with sock:
-        _server(db_path, token, host, sock.getsockname()[1], faults=None).run(sockets=[sock])
+        _server(db_path, token, host, sock.getsockname()[1], faults=faults).run(sockets=[sock])
+
