@@ -1,7 +1,8 @@
 """A district's OneRoster REST source as the registry describes it (`rest:` under a district).
 
-Like `sftp:`, it names secrets only by environment variable (`client_secret_env`,
-`consumer_secret_env`); a secret written into the registry is refused. Parsing errors are
+Like `sftp:`, it names its secret only by reference: an environment variable (`client_secret_env`,
+`consumer_secret_env`) or `auth.secret` (AWS Secrets Manager or the home's encrypted secrets file, see
+secret_refs.py); a secret written into the registry is refused. Parsing errors are
 ValueErrors naming the field; the registry adds the district.
 """
 
@@ -19,9 +20,12 @@ from rostersync_assets.connectors.oneroster_rest import (
     OAuth2ClientCredentials,
     OneRosterRestClient,
 )
+from rostersync_assets.secret_refs import SecretRef, SecretUnavailable, resolve
 
 _OAUTH2_FIELDS = ("token_url", "client_id", "client_secret_env", "scope")
 _OAUTH1_FIELDS = ("consumer_key", "consumer_secret_env")
+# Instead of *_secret_env: `secret: {aws_secret_id: ID[, json_key: K]}` or `secret: {secrets_file: ENTRY}`.
+_SECRET_FIELD = "secret"
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,15 @@ class RestAuth:
     scope: str | None = None
     consumer_key: str | None = None
     consumer_secret_env: str | None = None
+    secret: SecretRef | None = None
+
+    def secret_ref(self) -> SecretRef:
+        """Where the client or consumer secret lives (an environment variable or a stored reference)."""
+        var = self.client_secret_env if self.type == "oauth2" else self.consumer_secret_env
+        if var is not None:
+            return SecretRef("env", var)
+        assert self.secret is not None, "the registry requires *_secret_env or secret"
+        return self.secret
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,7 @@ class RestSource:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        auth = {k: v for k, v in vars(self.auth).items() if v is not None}
+        auth = {k: v.to_mapping() if isinstance(v, SecretRef) else v for k, v in vars(self.auth).items() if v is not None}
         data: dict[str, Any] = {"base_url": self.base_url, "version": self.version, "auth": auth}
         if self.base_path is not None:
             data["base_path"] = self.base_path
@@ -89,18 +102,21 @@ class RestSource:
         return data
 
     def credentials(self, environ: Mapping[str, str] | None = None) -> Credentials:
-        """The auth with its secret read from the environment variable the registry names."""
+        """The auth with its secret fetched where the registry says (secret_refs.py), at use time."""
         env = os.environ if environ is None else environ
         auth = self.auth
-        var = auth.client_secret_env if auth.type == "oauth2" else auth.consumer_secret_env
-        assert var is not None
-        if var not in env:
-            raise ValueError(f"environment variable {var} (OneRoster REST {auth.type} secret for {self.base_url}) is not set")
+        ref = auth.secret_ref()
+        if ref.kind == "env" and ref.name not in env:
+            raise ValueError(f"environment variable {ref.name} (OneRoster REST {auth.type} secret for {self.base_url}) is not set")
+        try:
+            value = resolve(ref, env)
+        except SecretUnavailable as error:
+            raise ValueError(f"OneRoster REST {auth.type} secret for {self.base_url}: {error}") from None
         if auth.type == "oauth2":
             assert auth.token_url is not None and auth.client_id is not None
-            return OAuth2ClientCredentials(auth.token_url, auth.client_id, env[var], auth.scope)
+            return OAuth2ClientCredentials(auth.token_url, auth.client_id, value, auth.scope)
         assert auth.consumer_key is not None
-        return OAuth1Credentials(auth.consumer_key, env[var])
+        return OAuth1Credentials(auth.consumer_key, value)
 
     def client(self, environ: Mapping[str, str] | None = None, **options: Any) -> OneRosterRestClient:
         return OneRosterRestClient(
@@ -126,10 +142,19 @@ def _auth(raw: Any) -> RestAuth:
         allowed, required = _OAUTH1_FIELDS, _OAUTH1_FIELDS
     else:
         raise ValueError(f"auth.type must be oauth2 or oauth1, not {kind!r}")
-    unknown = sorted(set(raw) - {"type", *allowed})
+    unknown = sorted(set(raw) - {"type", _SECRET_FIELD, *allowed})
     if unknown:
         raise ValueError(f"auth ({kind}) has unknown field(s) {', '.join(unknown)}")
+    secret_env = required[-1]
+    if raw.get(_SECRET_FIELD) is not None:
+        if raw.get(secret_env):
+            raise ValueError(f"auth ({kind}): give {secret_env} or {_SECRET_FIELD}, not both")
+        required = required[:-1]
     missing = [name for name in required if not raw.get(name)]
     if missing:
         raise ValueError(f"auth ({kind}) is missing {', '.join(missing)}")
-    return RestAuth(type=kind, **{name: str(raw[name]) for name in allowed if raw.get(name) is not None})
+    try:
+        secret = None if raw.get(_SECRET_FIELD) is None else SecretRef.from_mapping(raw[_SECRET_FIELD])
+    except ValueError as error:
+        raise ValueError(f"auth.{_SECRET_FIELD}: {error}") from None
+    return RestAuth(type=kind, secret=secret, **{name: str(raw[name]) for name in allowed if raw.get(name) is not None})
