@@ -149,8 +149,10 @@ def _sensor_run_request(
 ) -> tuple[dg.RunRequest | None, str | None]:
     """Evaluate the sensor as the daemon would, applying its partition requests; returns a run request."""
     sensor = defs.resolve_sensor_def(sftp_delivery_sensor.name)
+    # Only what the sensor uses: a resource with a per-run teardown (the ledger) cannot be built for a tick.
+    needed = {key: resources[key] for key in sensor.required_resource_keys}
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, definitions=defs, instance_ref=instance.get_ref(), resources=resources
+        instance=instance, cursor=cursor, definitions=defs, instance_ref=instance.get_ref(), resources=needed
     )
     data = sensor.evaluate_tick(context)
     for request in data.dynamic_partitions_requests or []:
