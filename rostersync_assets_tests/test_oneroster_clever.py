@@ -23,6 +23,7 @@ from rostersync_assets.oneroster.clever import (
 from rostersync_assets.oneroster.diagnostics import Diagnostic
 from rostersync_assets.oneroster.profile import DistrictProfile
 from rostersync_assets.oneroster.reader import LINE_COLUMN, RosterPackage
+from rostersync_assets.oneroster.spec import FILE_COLUMN
 from rostersync_assets.oneroster.validate import ValidationReport, validate_package
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "oneroster-samples" / "clever-sandbox"
@@ -115,8 +116,15 @@ def test_sample_converts_to_all_seven_bulk_tables(sample: RosterPackage) -> None
     assert counts == {"orgs": 4, "academicSessions": 4, "courses": 347, "classes": 379, "users": 1093,
                       "demographics": 1004, "enrollments": 8971 + 460}
     for entity, table in sample.tables.items():
-        assert list(table.columns) == [*spec.SPECS[entity].columns, LINE_COLUMN]
+        assert list(table.columns) == [*spec.SPECS[entity].columns, LINE_COLUMN, FILE_COLUMN]
         assert table[LINE_COLUMN].dtype == "int64"
+    # Each row names the Clever file its line belongs to; users and enrollments mix two files.
+    sources = {entity: set(table[FILE_COLUMN]) for entity, table in sample.tables.items()}
+    assert sources == {
+        "orgs": {"schools.csv"}, "academicSessions": {"sections.csv"}, "courses": {"sections.csv"},
+        "classes": {"sections.csv"}, "users": {"students.csv", "teachers.csv"}, "demographics": {"students.csv"},
+        "enrollments": {"enrollments.csv", "sections.csv"},
+    }
     first = sample.diagnostics[0]
     assert (first.rule, first.severity) == ("clever.converted", "warning")
     assert all(name.name in first.message for name in SAMPLE.glob("*.csv"))
@@ -420,3 +428,41 @@ def test_iso_dates_pass_unchanged() -> None:
                                                            Term_end="2024-01-12")))
     assert not [d for d in package.diagnostics if d.column in ("Term_start", "Term_end")]
     assert "fix.date_format" not in _rules(package.diagnostics)
+
+
+# --- rows are named by file and line -------------------------------------------------------------
+
+
+def test_a_rejected_row_of_one_file_leaves_the_same_line_of_the_other_file_alone() -> None:
+    # Line 2 of teachers.csv names a school that does not exist; line 2 of students.csv (the same users
+    # table) and line 2 of enrollments.csv (the same enrollments table as sections.csv's teacher rows)
+    # are fine and must stay.
+    teachers = [BASE_ROWS["teachers.csv"][0] | {"School_id": "999"}, *BASE_ROWS["teachers.csv"][1:]]
+    report = validate_package(_read_mdy(_delivery(teachers=teachers)))
+    missing = _only(report.diagnostics, "reference.missing")
+    assert (missing.severity, missing.file, missing.line, missing.column, missing.value) == (
+        "error", "teachers.csv", 2, "orgSourcedIds", "999")
+    assert report.tables["users"]["sourcedId"].tolist() == ["00042", "T2"]
+    assert report.rejected_rows("users") == 1
+    # T1's teacher enrollment comes from line 2 of sections.csv: rejected with its teacher, and with it
+    # the co-teacher's enrollment from the same sections.csv row (the row is the unit of quarantine).
+    rejected = _only(report.diagnostics, "reference.rejected")
+    assert (rejected.file, rejected.line, rejected.column, rejected.value) == (
+        "sections.csv", 2, "userSourcedId", "T1")
+    enrollments = report.tables["enrollments"]
+    assert enrollments[["sourcedId", FILE_COLUMN, LINE_COLUMN]].values.tolist() == [
+        ["0100-student-00042", "enrollments.csv", 2]]
+    assert report.rejected_rows("enrollments") == 1
+    assert [d.rule for d in report.findings("users", "references")] == ["reference.missing"]
+    assert [d.rule for d in report.findings("enrollments", "references")] == ["reference.rejected"]
+
+
+def test_a_rejected_student_leaves_the_teacher_on_the_same_line_alone() -> None:
+    students = [BASE_ROWS["students.csv"][0] | {"Student_id": "no spaces allowed"}]
+    enrollments = [BASE_ROWS["enrollments.csv"][0] | {"Student_id": "no spaces allowed"}]
+    report = validate_package(_read_mdy(_delivery(students=students, enrollments=enrollments)))
+    guid = [d for d in report.diagnostics if d.rule == "value.guid"]
+    assert {(d.file, d.line) for d in guid} == {("students.csv", 2), ("enrollments.csv", 2)}
+    assert report.tables["users"]["sourcedId"].tolist() == ["T1", "T2"]
+    assert sorted(report.tables["enrollments"]["userSourcedId"]) == ["T1", "T2"]
+    assert report.rejected_rows("users") == 1 and report.rejected_rows("enrollments") == 1

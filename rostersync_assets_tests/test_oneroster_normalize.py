@@ -248,6 +248,13 @@ def test_m19_dates_that_are_not_numeric_day_month_year_are_left_to_the_validator
     )
 
 
+def test_m19_dates_in_other_scripts_digits_are_left_to_the_validator_without_crashing():
+    # Python's \d matches Arabic-Indic digits, which pandas cannot turn into numbers: ASCII digits only.
+    assert column_of("enrollments", "endDate", ["\u0661\u0662/\u0660\u0663/\u0662\u0660\u0662\u0664"]) == (
+        ["\u0661\u0662/\u0660\u0663/\u0662\u0660\u0662\u0664"], [],
+    )
+
+
 def test_m19_the_profile_date_format_converts_dates_it_reads():
     profile = DistrictProfile.from_mapping({"date_format": "%d/%m/%Y"})
     fixed, diagnostics = column_of("demographics", "birthDate", ["03/04/2012", "2012-04-03", "4/13/2012", ""], profile)

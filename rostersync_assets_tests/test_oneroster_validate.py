@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rostersync_assets.oneroster import spec
+from rostersync_assets.oneroster import models, spec
 from rostersync_assets.oneroster.diagnostics import Diagnostic
 from rostersync_assets.oneroster.models import schema_for, validate_table
 from rostersync_assets.oneroster.profile import STRICT, DistrictProfile
@@ -131,7 +131,9 @@ def test_personal_values_never_appear_in_diagnostics() -> None:
 
 def test_schema_for_reads_like_the_spec() -> None:
     for entity in spec.ENTITIES:
-        assert list(schema_for(entity).columns) == [*spec.SPECS[entity].columns, LINE_COLUMN]
+        assert list(schema_for(entity).columns) == [*spec.SPECS[entity].columns, LINE_COLUMN, spec.FILE_COLUMN]
+        # Only tables converted from several files (Clever) carry the row's file.
+        assert not schema_for(entity).columns[spec.FILE_COLUMN].required
     users = schema_for("users").columns
     assert [check.name for check in users["role"].checks] == ["value.required", "value.enum"]
     assert [check.name for check in users["orgSourcedIds"].checks] == ["value.required", "value.guid"]
@@ -445,3 +447,46 @@ def test_a_large_district_validates_in_seconds() -> None:
     assert report.accepted and report.diagnostics == []
     assert len(report.tables["enrollments"]) == 1_000_000
     assert elapsed < 15, f"validation took {elapsed:.1f}s"
+
+
+# --- the fast checks decide exactly like the plain rules --------------------------------------------
+
+# Values where a shortcut could go wrong: blanks of every kind (Unicode spaces too), the 255-character
+# limit, characters outside GUID syntax, case, impossible dates, extension tokens, repeated values.
+TRICKY_VALUES = [
+    "", " ", "\t", "\u00a0", "\u2003 ", "\x0b", "\x1c", "\u200b", "a", " a", "a ", "a b", "x" * 255, "x" * 256,
+    "é", "ok/@.-_", "t1,t2", " t1 , t2 ", "t1,,t2", "teacher", "Teacher", "true", "TRUE", "false", "ext:custom",
+    "ext:", "2024-02-29", "2023-02-29", "2024-13-01", "24-01-01", "2024", "202", "x" * 255,
+]
+
+
+def _plain_rule(name: str, values: pd.Series, file_spec: spec.FileSpec, column: str) -> pd.Series:
+    """The rules as first written: `strip() == ""` blanks, one regex or lookup per row."""
+    blank = values.str.strip() == ""
+    lists = {reference.column for reference in file_spec.references if reference.is_list}
+    if name == "value.required":
+        return ~blank
+    if name == "value.guid":
+        return blank | values.str.fullmatch(models.GUID_LIST_PATTERN if column in lists else models.GUID_PATTERN)
+    if name in ("value.enum", "value.boolean"):
+        allowed = file_spec.enums.get(column, frozenset({"true", "false"}))
+        extension = values.str.fullmatch(models.EXT_TOKEN_PATTERN) & (column in file_spec.extensible)
+        return blank | values.isin(allowed) | extension
+    if name == "value.year":
+        return blank | values.str.fullmatch(models.YEAR_PATTERN)
+    well_formed = values.where(values.str.fullmatch(models.DATE_PATTERN))
+    return blank | pd.to_datetime(well_formed, format="%Y-%m-%d", errors="coerce").notna()
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+@pytest.mark.parametrize("entity", spec.ENTITIES)
+def test_fast_value_checks_decide_like_the_plain_rules(entity: str, version: str) -> None:
+    file_spec = spec.canonical_spec(entity, version)
+    # The second set has only GUID characters, where the GUID check decides by length alone.
+    for given in (TRICKY_VALUES * 3, ["a", "x" * 255, "x" * 256, "ok/@.-_", "A9", "", "x" * 256]):
+        values = pd.Series(given, dtype="str")
+        for column, schema_column in schema_for(entity, version).columns.items():
+            for check in schema_column.checks:
+                fast = check._check_fn(values).to_numpy(dtype=bool)
+                plain = _plain_rule(check.name, values, file_spec, column).to_numpy(dtype=bool)
+                assert fast.tolist() == plain.tolist(), (entity, column, check.name)

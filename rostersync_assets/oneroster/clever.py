@@ -25,8 +25,11 @@ the format; the mapping decisions (each one a place where Clever has no OneRoste
 * Dates (`M/D/YY` in Clever exports) are converted only with the profile's `date_format`, which a
   person confirms when onboarding the district; otherwise `value.date_ambiguous`, never a guess.
 
-`_line` is the line of the source row in its Clever file (header = 1); a record derived from several
-rows carries the line of the first row that defines it.
+`_line` is the line of the source row in its Clever file (header = 1) and `_file` names that file: users
+mix students.csv and teachers.csv rows, enrollments enrollments.csv and sections.csv rows, so a line
+number alone does not name a row. Validation names (`_file`, `_line`) in its findings and quarantines
+exactly that source row. A record derived from several rows carries the first row that defines it;
+the teacher enrollments of one sections.csv row share that row, and are quarantined together.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from rostersync_assets.oneroster import spec
 from rostersync_assets.oneroster.diagnostics import Diagnostic, mask
 from rostersync_assets.oneroster.profile import STRICT, DistrictProfile
 from rostersync_assets.oneroster.reader import RosterPackage, _parse, uninterpretable
-from rostersync_assets.oneroster.spec import LINE_COLUMN
+from rostersync_assets.oneroster.spec import FILE_COLUMN, LINE_COLUMN
 
 VERSION = "clever"
 DISTRICT_ID = "clever-district"
@@ -248,13 +251,15 @@ def _convert(
     return {entity: tables[entity] for entity in spec.ENTITIES if entity in tables}
 
 
-def _table(entity: str, values: Mapping[str, pd.Series | str], lines: pd.Series) -> pd.DataFrame:
-    """Exactly the entity's spec columns in spec order as `str` ("" when not mapped), plus `_line`."""
+def _table(entity: str, values: Mapping[str, pd.Series | str], lines: pd.Series, source: CleverFile) -> pd.DataFrame:
+    """Exactly the entity's spec columns in spec order as `str` ("" when not mapped), plus `_line` and
+    `_file` (the Clever file the rows come from)."""
     index = lines.index
     table = pd.DataFrame(
         {column: values.get(column, "") for column in spec.SPECS[entity].columns}, index=index
     ).astype("str")
     table[LINE_COLUMN] = lines.astype(np.int64)
+    table[FILE_COLUMN] = pd.Series(source.name, index=index, dtype="str")
     return table.reset_index(drop=True)
 
 
@@ -267,12 +272,12 @@ def _synthetic_ids(prefix: str, keys: pd.DataFrame) -> pd.Series:
 def _orgs(schools: pd.DataFrame) -> pd.DataFrame:
     """The synthetic district first, then one school org per schools.csv row."""
     first = schools[LINE_COLUMN].iloc[:1]
-    district = _table("orgs", {"sourcedId": DISTRICT_ID, "name": DISTRICT_NAME, "type": "district"}, first)
+    district = _table("orgs", {"sourcedId": DISTRICT_ID, "name": DISTRICT_NAME, "type": "district"}, first, SCHOOLS)
     mapped = {
         "sourcedId": schools["School_id"], "name": schools["School_name"], "type": "school",
         "identifier": schools["Nces_id"], "parentSourcedId": DISTRICT_ID,
     }
-    return pd.concat([district, _table("orgs", mapped, schools[LINE_COLUMN])], ignore_index=True)
+    return pd.concat([district, _table("orgs", mapped, schools[LINE_COLUMN], SCHOOLS)], ignore_index=True)
 
 
 def _academic_sessions(
@@ -295,6 +300,7 @@ def _academic_sessions(
         {"sourcedId": school_year_id, "title": title, "type": "schoolYear", "startDate": start, "endDate": end,
          "schoolYear": year},
         sections[LINE_COLUMN].iloc[:1],
+        SECTIONS,
     )
     term_ids = _synthetic_ids("clever-term-", terms[["name", "start", "end"]]).where(has_term, school_year_id)
     unique = terms[has_term].assign(sourcedId=term_ids[has_term]).drop_duplicates("sourcedId")
@@ -310,7 +316,9 @@ def _academic_sessions(
             f"{first_line}); their classes were placed in the synthetic school-year session {school_year_id}"
         )
         diagnostics.append(Diagnostic.create("warning", "value.required", message, file=SECTIONS.name, line=first_line))
-    sessions = pd.concat([school_year, _table("academicSessions", mapped, unique[LINE_COLUMN])], ignore_index=True)
+    sessions = pd.concat(
+        [school_year, _table("academicSessions", mapped, unique[LINE_COLUMN], SECTIONS)], ignore_index=True
+    )
     return sessions, term_ids, school_year_id
 
 
@@ -322,7 +330,7 @@ def _courses(sections: pd.DataFrame, school_year_id: str) -> tuple[pd.DataFrame,
         "sourcedId": unique["sourcedId"], "schoolYearSourcedId": school_year_id, "title": unique["Course_name"],
         "courseCode": unique["Course_number"], "orgSourcedId": unique["School_id"], "subjects": unique["Subject"],
     }
-    return _table("courses", mapped, unique[LINE_COLUMN]), course_ids
+    return _table("courses", mapped, unique[LINE_COLUMN], SECTIONS), course_ids
 
 
 def _classes(
@@ -341,7 +349,7 @@ def _classes(
         "schoolSourcedId": sections["School_id"], "termSourcedIds": term_ids, "subjects": sections["Subject"],
         "periods": sections["Period"],
     }
-    return _table("classes", mapped, sections[LINE_COLUMN])
+    return _table("classes", mapped, sections[LINE_COLUMN], SECTIONS)
 
 
 def _users(
@@ -349,15 +357,23 @@ def _users(
 ) -> pd.DataFrame:
     """Students then teachers, enabled, in their school; the username falls back to the e-mail address."""
     converted = [
-        _user_table(students, "Student_id", "student", "Student_number", "State_id", "Student_email",
+        _user_table(students, STUDENTS, "Student_id", "student", "Student_number", "State_id", "Student_email",
                     _grades(students, profile, STUDENTS.name, diagnostics)),
-        _user_table(teachers, "Teacher_id", "teacher", "Teacher_number", "State_teacher_id", "Teacher_email", ""),
+        _user_table(teachers, TEACHERS, "Teacher_id", "teacher", "Teacher_number", "State_teacher_id", "Teacher_email",
+                    ""),
     ]
     return pd.concat(converted, ignore_index=True)
 
 
 def _user_table(
-    people: pd.DataFrame, id_column: str, role: str, number: str, state_id: str, email: str, grades: pd.Series | str
+    people: pd.DataFrame,
+    source: CleverFile,
+    id_column: str,
+    role: str,
+    number: str,
+    state_id: str,
+    email: str,
+    grades: pd.Series | str,
 ) -> pd.DataFrame:
     """users rows for one Clever people file; the Password column is never read (REFERENCE M29)."""
     user_ids = ("{StateId:" + people[state_id] + "}").where(people[state_id] != "", "")
@@ -367,7 +383,7 @@ def _user_table(
         "givenName": people["First_name"], "familyName": people["Last_name"], "middleName": people["Middle_name"],
         "identifier": people[number], "email": people[email], "grades": grades,
     }
-    return _table("users", mapped, people[LINE_COLUMN])
+    return _table("users", mapped, people[LINE_COLUMN], source)
 
 
 def _demographics(students: pd.DataFrame, birth_dates: pd.Series, diagnostics: list[Diagnostic]) -> pd.DataFrame:
@@ -380,7 +396,7 @@ def _demographics(students: pd.DataFrame, birth_dates: pd.Series, diagnostics: l
         **flags,
         "hispanicOrLatinoEthnicity": _mapped(students, "Hispanic_Latino", _YES_NO, diagnostics),
     }
-    return _table("demographics", mapped, students[LINE_COLUMN])
+    return _table("demographics", mapped, students[LINE_COLUMN], STUDENTS)
 
 
 def _mapped(
@@ -413,7 +429,7 @@ def _enrollments(enrollments: pd.DataFrame, sections: pd.DataFrame) -> pd.DataFr
     students = _with_enrollment_ids(_table("enrollments", {
         "classSourcedId": enrollments["Section_id"], "schoolSourcedId": enrollments["School_id"],
         "userSourcedId": enrollments["Student_id"], "role": "student",
-    }, enrollments[LINE_COLUMN]))
+    }, enrollments[LINE_COLUMN], ENROLLMENTS))
     slots = sections.melt(id_vars=["Section_id", "School_id", LINE_COLUMN], value_vars=list(TEACHER_COLUMNS),
                           var_name="slot", value_name="user").query("user != ''")
     # A teacher listed twice for a section (the sandbox does it 15 times) is one enrollment; melt stacks
@@ -425,7 +441,7 @@ def _enrollments(enrollments: pd.DataFrame, sections: pd.DataFrame) -> pd.DataFr
         "primary": _booleans(teachers["slot"] == TEACHER_COLUMNS[0]),
     }
     return pd.concat(
-        [students, _with_enrollment_ids(_table("enrollments", teacher_rows, teachers[LINE_COLUMN]))],
+        [students, _with_enrollment_ids(_table("enrollments", teacher_rows, teachers[LINE_COLUMN], SECTIONS))],
         ignore_index=True,
     )
 

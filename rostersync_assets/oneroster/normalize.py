@@ -45,7 +45,7 @@ import pandas as pd
 from rostersync_assets.oneroster import spec
 from rostersync_assets.oneroster.diagnostics import Diagnostic, Severity, mask
 from rostersync_assets.oneroster.profile import BOOLEANS, CEDS_GRADES, STATUSES, DistrictProfile
-from rostersync_assets.oneroster.frames import split_list
+from rostersync_assets.oneroster.frames import byte_lengths, factorize, split_list
 
 FIRST_LINES_SHOWN = 10
 
@@ -76,7 +76,11 @@ _CANONICAL_DATETIME = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"
 # Only timestamps that say their zone: a zone-less one is local time nobody can name (left as is).
 _ZONED_DATETIME = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})"
 # `4/13/2024`, `13.04.24`: groups first, separator, second, separator, year.
-_NUMERIC_DATE = r"^(\d{1,2})([/.-])(\d{1,2})([/.-])(\d{4}|\d{2})$"
+# ASCII digits only: Python's \d also matches other scripts' digits, which to_numeric cannot read.
+_NUMERIC_DATE = r"^([0-9]{1,2})([/.-])([0-9]{1,2})([/.-])([0-9]{4}|[0-9]{2})$"
+# The same shape for Arrow's RE2 (Python's $ also matches before a final newline): it picks the few
+# values worth extracting.
+_NUMERIC_DATE_SHAPE = r"^[0-9]{1,2}[/.-][0-9]{1,2}[/.-][0-9]{2,4}\n?$"
 # Letters (Latin, with accents) in two or more space-separated words: `Mary O'Neil` as a sourcedId.
 _LETTERS = "A-Za-zÀ-ÖØ-öø-ÿ"
 _NAME_LIKE = rf"[{_LETTERS}][{_LETTERS}'’.-]*(?: [{_LETTERS}][{_LETTERS}'’.-]*)+"
@@ -196,8 +200,8 @@ class _Cells:
         if not distinct:
             return cls(column_values.reset_index(drop=True), None, column_values.index, file_name, column, lines)
         # No NA sentinel: a -1 code would make `take` pick the last value instead of a missing one.
-        codes, uniques = pd.factorize(column_values, use_na_sentinel=False)
-        return cls(pd.Series(uniques, dtype="str"), codes, column_values.index, file_name, column, lines)
+        codes, uniques = factorize(column_values)
+        return cls(uniques, codes, column_values.index, file_name, column, lines)
 
     def run(self, steps: list[_Step]) -> tuple[pd.Series | None, list[Diagnostic]]:
         """Apply the steps in order; the fixed column (None when nothing changed) and the findings."""
@@ -206,6 +210,9 @@ class _Cells:
         for step in steps:
             if isinstance(step, _Fix):
                 fixed = step.apply(current)
+                if fixed is current:
+                    # The transform found nothing to do: no need to compare millions of values.
+                    continue
                 rows = (fixed != current).to_numpy()
                 if rows.any():
                     diagnostics.append(self._report("fixed", step.rule, step.message, rows, current, masked=False))
@@ -327,11 +334,25 @@ def _grade_steps(profile: DistrictProfile) -> list[_Step]:
 
 
 def _blank_null_tokens(values: pd.Series) -> pd.Series:
-    return values.mask(values.str.strip().str.upper().isin(NULL_TOKENS), "")
+    """Tokens blanked; `values` itself when there is none.
+
+    Only a value of 3 or 4 bytes once trimmed can upper-case to NULL or N/A (no other character
+    upper-cases to these ASCII letters), so upper-casing, the costly step, runs on those few values.
+    """
+    trimmed = values.str.strip()
+    candidates = np.isin(byte_lengths(trimmed), (3, 4))
+    if not candidates.any():
+        return values
+    tokens = candidates.copy()
+    tokens[candidates] = trimmed[candidates].str.upper().isin(NULL_TOKENS).to_numpy(dtype=bool)
+    return values.mask(tokens, "") if tokens.any() else values
 
 
 def _strip(values: pd.Series) -> pd.Series:
-    return values.str.strip()
+    """Trimmed values; `values` itself when no value had spaces to trim (told by byte lengths, which
+    is cheaper than comparing millions of strings)."""
+    stripped = values.str.strip()
+    return values if np.array_equal(byte_lengths(stripped), byte_lengths(values)) else stripped
 
 
 def _strip_list_items(values: pd.Series) -> pd.Series:
@@ -376,6 +397,16 @@ def _explain_numeric_date(values: pd.Series) -> pd.Series:
     Both parts <= 12: nobody can tell `03/04` from `04/03`. One part > 12: the order is clear for this
     value, but still not guessed: one file mixing both orders is what Excel produces.
     """
+    shaped = values.str.match(_NUMERIC_DATE_SHAPE).to_numpy(dtype=bool)
+    explained = pd.Series(None, index=values.index, dtype="object")
+    if shaped.any():
+        # str.extract runs Python's regex per value: only on the values shaped like a numeric date.
+        explained[shaped] = _explain_numeric_shaped(values[shaped]).to_numpy()
+    return explained
+
+
+def _explain_numeric_shaped(values: pd.Series) -> pd.Series:
+    """_explain_numeric_date for values that may be numeric dates (any value gives the same answer)."""
     parts = values.str.extract(_NUMERIC_DATE).fillna("")
     first, second = pd.to_numeric(parts[0]), pd.to_numeric(parts[2])
     year = parts[4].str.len().map({4: "%Y", 2: "%y"}).fillna("")
@@ -442,7 +473,12 @@ def _explain_unknown_grade(values: pd.Series) -> pd.Series:
 
 
 def _explain_personal_id(values: pd.Series) -> pd.Series:
-    looks_personal = values.str.contains("@", regex=False) | values.str.fullmatch(_NAME_LIKE)
+    # A name has a space: the (slower) name pattern only runs on values with one.
+    spaced = values.str.contains(" ", regex=False).to_numpy(dtype=bool)
+    name_like = np.zeros(len(values), dtype=bool)
+    if spaced.any():
+        name_like[spaced] = values[spaced].str.fullmatch(_NAME_LIKE).to_numpy(dtype=bool)
+    looks_personal = values.str.contains("@", regex=False).to_numpy(dtype=bool) | name_like
     message = "looks like an e-mail address or a name; sourcedIds must be opaque (value masked)"
     return pd.Series(np.where(looks_personal, message, None), index=values.index, dtype="object")
 

@@ -275,12 +275,13 @@ def _parse(name: str, raw: bytes, profile: DistrictProfile, diagnostics: list[Di
 
 
 def _fast_path_applies(body: bytes) -> bool:
-    """True when line numbers are row positions: no blank line, no NUL, no line break inside quotes.
+    """True unless something makes line numbers differ from row positions: a NUL, a blank first line,
+    or a line break inside quotes (other blank lines are caught by `_parse_fast`'s row count).
 
     Quotes are paired in valid CSV, so a line break after an odd number of quotes sits inside a quoted
     cell; the check runs over numpy views in chunks and never copies the file.
     """
-    if body[:1] in (b"\n", b"\r") or any(mark in body for mark in (b"\n\n", b"\r\r", b"\n\r", b"\x00")):
+    if body[:1] in (b"\n", b"\r") or b"\x00" in body:
         return False
     if b'"' not in body:
         return True
@@ -295,9 +296,19 @@ def _fast_path_applies(body: bytes) -> bool:
     return quotes_before % 2 == 0
 
 
+def _physical_lines(body: bytes) -> int:
+    """Lines in the file, ending in LF, CRLF or CR alike (a last line without a break counts too)."""
+    breaks = body.count(b"\n")
+    carriage_returns = body.count(b"\r")
+    if carriage_returns:
+        breaks += carriage_returns - body.count(b"\r\n")
+    return breaks + (0 if body.endswith((b"\n", b"\r")) else 1)
+
+
 def _parse_fast(body: bytes) -> _Parsed | None:
     """pyarrow's multi-threaded parser; None (use the csv module) on anything it would read differently:
-    rows of another width, invalid UTF-8, or cells beyond the csv module's field size limit."""
+    rows of another width, blank lines (pyarrow skips them, so fewer rows than lines after the header),
+    invalid UTF-8, or cells beyond the csv module's field size limit."""
     first_break = min((i for i in (body.find(b"\n"), body.find(b"\r")) if i >= 0), default=len(body))
     try:
         header = next(csv.reader([body[:first_break].decode("utf-8")]))
@@ -310,12 +321,15 @@ def _parse_fast(body: bytes) -> _Parsed | None:
             read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1),
             parse_options=pa_csv.ParseOptions(newlines_in_values=False),
             convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.string()),
+                # large_string is what pandas 3's str dtype holds: no conversion copy in to_pandas.
+                column_types=dict.fromkeys(names, pa.large_string()),
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
         )
     except pa.ArrowInvalid:
+        return None
+    if table.num_rows != _physical_lines(body) - 1:
         return None
     limit = csv.field_size_limit()
     if any((pc.max(pc.binary_length(column)).as_py() or 0) > limit for column in table.columns):
@@ -620,6 +634,8 @@ def _lifecycle(file_name: str, mode: str, table: pd.DataFrame, diagnostics: list
         message = f"{int(filled.sum())} bulk row(s) fill status or dateLastModified, which bulk leaves blank (first: line {first})"
         diagnostics.append(Diagnostic.create("warning", "row.bulk_lifecycle_filled", message, file=file_name, line=first))
     deleted = status == "tobedeleted"
+    if not deleted.any():
+        return table
     diagnostics.extend(_per_row(table[deleted], "warning", "row.bulk_tobedeleted", "status", file_name,
                                 "marked tobedeleted in a bulk file: left out of the snapshot"))
     return _kept(table, ~deleted)

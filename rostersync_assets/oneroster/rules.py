@@ -22,14 +22,17 @@ Conventions, decided once here:
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
 from rostersync_assets.oneroster.diagnostics import Diagnostic, Severity
-from rostersync_assets.oneroster.spec import LINE_COLUMN
+from rostersync_assets.oneroster.spec import FILE_COLUMN, LINE_COLUMN
 from rostersync_assets.oneroster.frames import is_in, split_items
 
 # Rule id -> plain-language explanation; merged into diagnostics.RULES by validate.py.
@@ -90,6 +93,7 @@ EXCLUDING_WARNINGS: frozenset[str] = frozenset(
 
 # Entity -> its rows known to exist: this package's accepted rows, plus earlier deliveries' for non-bulk files.
 Known = Mapping[str, pd.DataFrame]
+_Result = TypeVar("_Result")
 
 _OPEN_END = "9999-12-31"
 _EXTENSION = "ext:"
@@ -106,16 +110,30 @@ _BOOKKEEPING = frozenset({"sourcedId", "status", "dateLastModified", LINE_COLUMN
 def row_diagnostics(
     rows: pd.DataFrame, severity: Severity, rule: str, message: str, file_name: str, column: str
 ) -> list[Diagnostic]:
-    """One diagnostic per row of a frame with `line` and `value` columns, in line order."""
+    """One diagnostic per row of a frame with `line` and `value` columns, in line order.
+
+    The diagnostic names `file_name`, or the row's own file where the frame has a `file` column
+    (rows of a table built from several files, see `located_rows`).
+    """
     rows = rows.sort_values("line", kind="stable")
+    files = rows["file"] if "file" in rows.columns else [file_name] * len(rows)
     return [
-        Diagnostic.create(severity, rule, message, file=file_name, line=int(line), column=column, value=value)
-        for line, value in zip(rows["line"], rows["value"])
+        Diagnostic.create(severity, rule, message, file=file, line=int(line), column=column, value=value)
+        for file, line, value in zip(files, rows["line"], rows["value"])
     ]
 
 
+def located_rows(table: pd.DataFrame, values: pd.Series | np.ndarray) -> pd.DataFrame:
+    """(line, value) per row of `table`, plus the row's file when the table carries `_file`."""
+    located = {"line": table[LINE_COLUMN].to_numpy(), "value": np.asarray(values, dtype=object)}
+    if FILE_COLUMN in table.columns:
+        located["file"] = table[FILE_COLUMN].to_numpy()
+    return pd.DataFrame(located)
+
+
 def listed_ids(table: pd.DataFrame, column: str, is_list: bool) -> pd.DataFrame:
-    """One row (line, sourcedId, value) per id a column names; list cells are split on commas and trimmed.
+    """One row (line, sourcedId, value, and file for tables with `_file`) per id a column names; list
+    cells are split on commas and trimmed.
 
     Works by position (no label lookups) and keeps strings in Arrow: it runs on every reference
     column of every file, 6 M+ enrollment rows a night for a large district.
@@ -131,14 +149,21 @@ def listed_ids(table: pd.DataFrame, column: str, is_list: bool) -> pd.DataFrame:
         values = values.reset_index(drop=True)
     values = values.str.strip()
     given = (values != "").to_numpy()
+    if not is_list and given.all():
+        # Every row names one id (an 8 M-row reference column, typically): no copies needed.
+        listed = {"line": table[LINE_COLUMN].to_numpy(), "sourcedId": table["sourcedId"].array, "value": values.array}
+        if FILE_COLUMN in table.columns:
+            listed["file"] = table[FILE_COLUMN].array
+        return pd.DataFrame(listed)
     at = positions[given]
-    return pd.DataFrame(
-        {
-            "line": table[LINE_COLUMN].to_numpy()[at],
-            "sourcedId": table["sourcedId"].array.take(at),
-            "value": values.array[given],
-        }
-    )
+    listed = {
+        "line": table[LINE_COLUMN].to_numpy()[at],
+        "sourcedId": table["sourcedId"].array.take(at),
+        "value": values.array[given],
+    }
+    if FILE_COLUMN in table.columns:
+        listed["file"] = table[FILE_COLUMN].array.take(at)
+    return pd.DataFrame(listed)
 
 
 def live(table: pd.DataFrame) -> pd.DataFrame:
@@ -149,7 +174,8 @@ def live(table: pd.DataFrame) -> pd.DataFrame:
 
 # --- the rules ------------------------------------------------------------------------------------
 
-# A rule's finder returns the offending rows as a frame of `line` and `value` (the cell it names).
+# A rule's finder returns the offending rows as a frame of `line` and `value` (the cell it names), and
+# `file` for tables with `_file`.
 Finder = Callable[[pd.DataFrame, Known], pd.DataFrame]
 
 
@@ -177,10 +203,13 @@ def semantic_findings(entity: str, table: pd.DataFrame, file_name: str, known: K
 
 
 def _flag(table: pd.DataFrame, mask: pd.Series | np.ndarray, column: str) -> pd.DataFrame:
-    """The rows of `table` where `mask` holds, as (line, value of `column`)."""
+    """The rows of `table` where `mask` holds, as (line, value of `column`[, file])."""
     mask = np.asarray(mask, dtype=bool)
-    # Filter before converting: a million-row column converted to Python objects costs a tenth of a second.
-    return pd.DataFrame({"line": table[LINE_COLUMN].to_numpy()[mask], "value": table[column][mask].to_numpy()})
+    # Filter before converting: a million-row column converted to Python objects costs a tenth of a second
+    # (and a boolean take is not free even when nothing is flagged, the usual case).
+    needed = table[[LINE_COLUMN, column, *([FILE_COLUMN] if FILE_COLUMN in table.columns else [])]]
+    flagged = needed[mask] if mask.any() else needed.iloc[:0]
+    return located_rows(flagged, flagged[column].to_numpy())
 
 
 def _lookup(known: Known, entity: str, column: str) -> pd.Series:
@@ -333,6 +362,26 @@ def _overlapping(rows: pd.DataFrame, keys: list[str]) -> np.ndarray:
     return overlapping
 
 
+def _per_table(compute: Callable[[pd.DataFrame], _Result]) -> Callable[[pd.DataFrame], _Result]:
+    """`compute` remembered for the last table it was given (tables are never modified in place).
+
+    Two enrollment rules need the same analysis of 8 M rows; the table is held weakly, so the memo never
+    keeps it alive, and a new table (another call of `semantic_findings`) computes afresh.
+    """
+    last: list[tuple[weakref.ref[pd.DataFrame], _Result]] = []
+
+    @functools.wraps(compute)
+    def remembered(table: pd.DataFrame) -> _Result:
+        if last and last[0][0]() is table:
+            return last[0][1]
+        result = compute(table)
+        last[:] = [(weakref.ref(table), result)]
+        return result
+
+    return remembered
+
+
+@_per_table
 def _repeated_enrollments(table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """The rows sharing their (user, class) with another row, and which of them copy an earlier one exactly."""
     repeated = table[table.duplicated(_ENROLLMENT_KEY, keep=False)]
@@ -373,7 +422,8 @@ def _agents(table: pd.DataFrame) -> pd.DataFrame:
 
 def _agent_is_teacher(table: pd.DataFrame, known: Known) -> pd.DataFrame:
     agents = _agents(table)
-    return agents.loc[is_in(agents["value"], _teacher_ids(known)), ["line", "value"]]
+    # Most districts list no agents: then no teacher lookup over every user is needed.
+    return agents[is_in(agents["value"], _teacher_ids(known))] if len(agents) else agents
 
 
 def _agent_not_reciprocal(table: pd.DataFrame, known: Known) -> pd.DataFrame:
@@ -383,13 +433,15 @@ def _agent_not_reciprocal(table: pd.DataFrame, known: Known) -> pd.DataFrame:
     teacher agents, which semantic.agent_is_teacher already reports.
     """
     agents = _agents(table)
+    if agents.empty:
+        return agents
     users = known.get("users", table)
     users = users[users["agentSourcedIds"].notna()]
     links = _agents(users)
     back = pd.Index(links["value"] + "\x1f" + links["sourcedId"])
     judged = is_in(agents["value"], users["sourcedId"]) & ~is_in(agents["value"], _teacher_ids(known))
     unanswered = judged & ~is_in(agents["sourcedId"] + "\x1f" + agents["value"], back)
-    return agents.loc[unanswered, ["line", "value"]]
+    return agents[unanswered]
 
 
 def _subject_codes_count(table: pd.DataFrame, known: Known) -> pd.DataFrame:

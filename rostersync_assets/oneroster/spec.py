@@ -12,6 +12,10 @@ from dataclasses import dataclass, field, replace
 # Every table carries the 1-based line of each row in its file (the header is line 1), so any later
 # finding about a row can point a data steward at it.
 LINE_COLUMN = "_line"
+# Tables built from several files (Clever's users come from students.csv and teachers.csv) also carry
+# the file each row came from: `_line` is a line of that file, and (`_file`, `_line`) names the row.
+# Tables read from their own OneRoster file have no `_file`: the file is the table's.
+FILE_COLUMN = "_file"
 
 # Every OneRoster file starts with these three columns; status/dateLastModified are blank in bulk.
 COMMON_COLUMNS: tuple[str, ...] = ("sourcedId", "status", "dateLastModified")

@@ -2,9 +2,11 @@
 
 Row-level problems reject the row, not the package (REFERENCE §15): the district's other 99.9% still
 syncs. The invariant the rest of rostersync relies on: every `error` diagnostic that names a line
-rejects exactly that row, and `ValidationReport.tables` holds the rows no error names, minus the rows
-a warning in `rules.EXCLUDING_WARNINGS` names (exact copies, dropped; delta rows parked until their
-references resolve, listed by `ValidationReport.parked`).
+rejects exactly that row (the row of that file and line: a table built from several files, such as
+Clever's users from students.csv and teachers.csv, carries each row's file in `_file`), and
+`ValidationReport.tables` holds the rows no error names, minus the rows a warning in
+`rules.EXCLUDING_WARNINGS` names (exact copies, dropped; delta rows parked until their references
+resolve, listed by `ValidationReport.parked`).
 
 Files are judged in `spec.SYNCED_FILES` order (parents first) against the target rows that are
 still accepted, so a rejected parent rejects its dependants (`reference.rejected`) instead of
@@ -20,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from rostersync_assets.oneroster import rules, spec
@@ -27,8 +30,8 @@ from rostersync_assets.oneroster.diagnostics import RULES, Diagnostic, Severity
 from rostersync_assets.oneroster.models import validate_table
 from rostersync_assets.oneroster.profile import STRICT, DistrictProfile
 from rostersync_assets.oneroster.reader import RosterPackage
-from rostersync_assets.oneroster.spec import LINE_COLUMN
-from rostersync_assets.oneroster.frames import is_in
+from rostersync_assets.oneroster.spec import FILE_COLUMN, LINE_COLUMN
+from rostersync_assets.oneroster.frames import is_in, strictly_increasing
 
 # rules.py owns the semantic rule ids; registering them here lets Diagnostic.create accept them.
 RULES.update(rules.SEMANTIC_RULES)
@@ -53,6 +56,8 @@ class ValidationReport:
     diagnostics: the reader's findings followed by validation's.
     profile: the district profile the package was judged under (its max_rejected_share holds entities).
     parked_references: per entity, one row per unresolved reference of a parked delta row.
+    judged: per entity, validation's findings about its rows (also in `diagnostics`). They name the
+        file each row came from, which is not the entity's own file for converted formats (Clever).
     """
 
     package: RosterPackage
@@ -60,21 +65,27 @@ class ValidationReport:
     diagnostics: list[Diagnostic]
     profile: DistrictProfile = STRICT
     parked_references: dict[str, pd.DataFrame] = field(default_factory=dict)
+    judged: dict[str, list[Diagnostic]] = field(default_factory=dict)
 
     def findings(self, entity: str, check: str) -> list[Diagnostic]:
-        """Diagnostics about `entity`'s file that belong to `check` (one of CHECKS)."""
+        """Diagnostics about `entity`'s rows that belong to `check` (one of CHECKS)."""
         if check not in CHECKS:
             raise ValueError(f"unknown check {check!r}; expected one of {CHECKS}")
-        file_name = spec.SPECS[entity].file_name
-        return [d for d in self.diagnostics if d.file == file_name and check_of(d) == check]
+        return [d for d in self._about(entity) if check_of(d) == check]
 
     def rejected_rows(self, entity: str) -> int:
-        """Rows of `entity`'s file rejected one by one (a fatal file rejects the whole package instead).
+        """Rows of `entity` rejected one by one (a fatal file rejects the whole package instead).
 
         Non-zero in a bulk file means the snapshot is incomplete: do not deactivate records missing from it.
         Parked rows are not counted: they are not wrong, only early.
         """
-        return len(_rejected_lines(self.diagnostics, spec.SPECS[entity].file_name))
+        return len(_rejected_rows(self._about(entity)))
+
+    def _about(self, entity: str) -> list[Diagnostic]:
+        """The reader's findings about the entity's file, then validation's about its rows."""
+        file_name = spec.SPECS[entity].file_name
+        read = [d for d in self.package.diagnostics if d.file == file_name]
+        return read + self.judged.get(entity, [])
 
     def parked(self, entity: str) -> pd.DataFrame:
         """The delta rows of `entity` held back: sourcedId, `_line`, the unresolved column and id.
@@ -120,10 +131,12 @@ def validate_package(
         is known about what the district delivered before. An entity missing from it has no stored rows.
     """
     diagnostics = list(package.diagnostics)
+    judged: dict[str, list[Diagnostic]] = {}
     row_checked: dict[str, pd.DataFrame] = {}
     for entity, table in package.tables.items():
         found = validate_table(entity, table, package.version) + _duplicate_sourced_ids(spec.SPECS[entity], table)
         diagnostics += found
+        judged[entity] = found
         row_checked[entity] = _without_excluded(table, found)
     accepted: dict[str, pd.DataFrame] = {}
     known = _Known(package, previous, row_checked, accepted)
@@ -140,9 +153,10 @@ def validate_package(
         table = _without_excluded(table, found)
         semantic = rules.semantic_findings(file_spec.entity, table, file_spec.file_name, known)
         diagnostics += found + semantic
+        judged[file_spec.entity] += found + semantic
         accepted[file_spec.entity] = _without_excluded(table, semantic)
     parked = {entity: rows for entity, rows in parked.items() if not rows.empty}
-    return ValidationReport(package, accepted, diagnostics, profile, parked)
+    return ValidationReport(package, accepted, diagnostics, profile, parked, judged)
 
 
 class _Known(Mapping[str, pd.DataFrame]):
@@ -198,16 +212,28 @@ def _known_rows(mode: str, delivered: pd.DataFrame | None, stored: pd.DataFrame 
     return pd.concat([kept, current], ignore_index=True)
 
 
-def _rejected_lines(diagnostics: list[Diagnostic], file_name: str) -> set[int]:
-    return {d.line for d in diagnostics if d.severity == "error" and d.file == file_name and d.line is not None}
+def _rejected_rows(diagnostics: list[Diagnostic]) -> set[tuple[str | None, int]]:
+    """(file, line) of every row an error rejects."""
+    return {(d.file, d.line) for d in diagnostics if d.severity == "error" and d.line is not None}
 
 
 def _without_excluded(table: pd.DataFrame, found: list[Diagnostic]) -> pd.DataFrame:
-    """The table minus the rows `found` rejects or excludes (`found` is about this table's file only)."""
-    lines = {d.line for d in found if d.severity == "error" or d.rule in rules.EXCLUDING_WARNINGS}
-    if not lines:
+    """The table minus the rows `found` rejects or excludes (`found` is about this table's rows only).
+
+    A row is named by its line, and by its file when the table carries `_file`: line 10 of teachers.csv
+    is not line 10 of students.csv.
+    """
+    named = [d for d in found if d.severity == "error" or d.rule in rules.EXCLUDING_WARNINGS]
+    if not named:
         return table
-    return table[~table[LINE_COLUMN].isin(lines)].reset_index(drop=True)
+    if FILE_COLUMN not in table.columns:
+        excluded = table[LINE_COLUMN].isin({d.line for d in named}).to_numpy()
+    else:
+        excluded = np.zeros(len(table), dtype=bool)
+        for file_name in {d.file for d in named}:
+            lines = {d.line for d in named if d.file == file_name}
+            excluded |= ((table[FILE_COLUMN] == file_name) & table[LINE_COLUMN].isin(lines)).to_numpy()
+    return table[~excluded].reset_index(drop=True)
 
 
 def _duplicate_sourced_ids(file_spec: spec.FileSpec, table: pd.DataFrame) -> list[Diagnostic]:
@@ -216,6 +242,8 @@ def _duplicate_sourced_ids(file_spec: spec.FileSpec, table: pd.DataFrame) -> lis
     Differing copies leave rostersync unable to tell which is the record; identical ones say the same thing twice.
     """
     ids = table["sourcedId"]
+    if strictly_increasing(ids):
+        return []
     repeated = table[ids.duplicated(keep=False) & (ids != "")]
     if repeated.empty:
         return []
@@ -225,7 +253,7 @@ def _duplicate_sourced_ids(file_spec: spec.FileSpec, table: pd.DataFrame) -> lis
     copies = ~conflicting & repeated.duplicated(content)
 
     def rows(mask: pd.Series) -> pd.DataFrame:
-        return pd.DataFrame({"line": repeated.loc[mask, LINE_COLUMN], "value": repeated.loc[mask, "sourcedId"]})
+        return rules.located_rows(repeated[mask], repeated.loc[mask, "sourcedId"])
 
     return _located(
         rules.row_diagnostics(
@@ -266,9 +294,10 @@ def _unresolved(
     """Referenced ids not in the target file (missing) or only on its rejected rows (rejected)."""
     referenced = rules.listed_ids(table, reference.column, reference.is_list)
     # One pass over all references against the accepted targets; the rare leftovers are then classified.
-    unresolved = referenced[~is_in(referenced["value"], targets[reference.target]["sourcedId"])]
-    if unresolved.empty:
+    resolved = is_in(referenced["value"], targets[reference.target]["sourcedId"])
+    if resolved.all():
         return []
+    unresolved = referenced[~resolved]
     is_delivered = is_in(unresolved["value"], delivered["sourcedId"])
     target_file = f"{reference.target}.csv"
     severity: Severity = "error" if reference.required else "warning"

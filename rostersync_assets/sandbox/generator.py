@@ -244,15 +244,24 @@ def _session_ids() -> tuple[str, str, str]:
 
 
 def generate_district(
-    *, students: int, seed: int, district: str = "demo-district"
+    *,
+    students: int,
+    seed: int,
+    district: str = "demo-district",
+    teachers: int | None = None,
+    classes_per_student: int = CLASSES_PER_STUDENT,
 ) -> DistrictRoster:
     """A whole synthetic district as a bulk snapshot; the same arguments give the same bytes.
 
     `district` is a slug (letters, digits, hyphens) because it becomes the district org's
-    identifier and the users' email domain.
+    identifier and the users' email domain. `teachers` (default: one per STUDENTS_PER_TEACHER
+    students of each school) and `classes_per_student` (at most one class per subject) let a
+    benchmark build the exact shape it is specified for, such as 60,000 teachers for 1M students.
     """
     if students < 1:
         raise ValueError("a district needs at least one student")
+    if not 1 <= classes_per_student <= len(SUBJECTS):
+        raise ValueError(f"classes_per_student must be 1 to {len(SUBJECTS)} (one class per subject)")
     if not _DISTRICT_SLUG.fullmatch(district):
         raise ValueError(f"district must be a slug of letters, digits and hyphens: {district!r}")
     rng = np.random.default_rng(seed)
@@ -271,12 +280,17 @@ def generate_district(
     student_course = (
         course_starts[student_school, None]
         + grade_position[:, None] * len(SUBJECTS)
-        + _chosen_subjects(rng, students)
+        + _chosen_subjects(rng, students, classes_per_student)
     ).ravel()
     class_course, class_section, class_of_enrollment = _sections(student_course, len(courses))
-    teachers_per_school = np.maximum(1, np.round(students_per_school / STUDENTS_PER_TEACHER))
+    if teachers is None:
+        teachers_per_school = np.maximum(1, np.round(students_per_school / STUDENTS_PER_TEACHER))
+    elif teachers < len(bands):
+        raise ValueError(f"every one of the {len(bands)} schools needs a teacher")
+    else:
+        teachers_per_school = _split_evenly(teachers, len(bands))
     teachers_per_school = teachers_per_school.astype(np.int64)
-    teachers = _teachers(rng, teachers_per_school, school_ids, district)
+    teacher_users = _teachers(rng, teachers_per_school, school_ids, district)
     classes, class_teacher = _classes(
         courses, class_course, class_section, course_school[class_course], teachers_per_school
     )
@@ -294,11 +308,11 @@ def generate_district(
             "academicSessions": _academic_sessions(),
             "courses": courses,
             "classes": classes,
-            "users": pd.concat([teachers, student_users], ignore_index=True),
+            "users": pd.concat([teacher_users, student_users], ignore_index=True),
             "demographics": demographics,
             "enrollments": _bulk_enrollments(
                 classes,
-                teacher_ids=teachers["sourcedId"].array.take(class_teacher),
+                teacher_ids=teacher_users["sourcedId"].array.take(class_teacher),
                 student_ids=student_users["sourcedId"].array,
                 class_of_enrollment=class_of_enrollment,
             ),
@@ -386,10 +400,10 @@ def _courses(bands: Sequence[_Band], school_ids: pd.Series) -> pd.DataFrame:
     )
 
 
-def _chosen_subjects(rng: np.random.Generator, students: int) -> np.ndarray:
-    """Each student's CLASSES_PER_STUDENT distinct subject indices, ascending."""
+def _chosen_subjects(rng: np.random.Generator, students: int, per_student: int) -> np.ndarray:
+    """Each student's `per_student` distinct subject indices, ascending."""
     shuffled = np.argsort(rng.random((students, len(SUBJECTS))), axis=1)
-    return np.sort(shuffled[:, :CLASSES_PER_STUDENT], axis=1)
+    return np.sort(shuffled[:, :per_student], axis=1)
 
 
 def _sections(
@@ -569,7 +583,7 @@ def _bulk_enrollments(
     student_ids: pd.api.extensions.ExtensionArray,
     class_of_enrollment: np.ndarray,
 ) -> pd.DataFrame:
-    """Each class's primary teacher, then every student's CLASSES_PER_STUDENT classes."""
+    """Each class's primary teacher, then every student's classes (the same number for each student)."""
     ids = _numbered("enr-", np.arange(1, len(classes) + len(class_of_enrollment) + 1), 8).array
     teacher_part = _enrollments(
         ids[: len(classes)],
@@ -582,7 +596,7 @@ def _bulk_enrollments(
         ids[len(classes) :],
         classes["sourcedId"].array.take(class_of_enrollment),
         classes["schoolSourcedId"].array.take(class_of_enrollment),
-        student_ids.take(np.repeat(np.arange(len(student_ids)), CLASSES_PER_STUDENT)),
+        student_ids.take(np.repeat(np.arange(len(student_ids)), len(class_of_enrollment) // len(student_ids))),
         role="student",
     )
     return pd.concat([teacher_part, student_part], ignore_index=True)
