@@ -50,6 +50,9 @@ class Shape:
     teachers: int
     enrollments: int
     seed: int
+    # Rows in random order: many SIS exports are not sorted by sourcedId, and sorted ids let the
+    # uniqueness check take its one-pass shortcut. Both orders are worth measuring.
+    shuffled: bool = False
 
 
 @contextmanager
@@ -95,6 +98,10 @@ def generate_shape(shape: Shape) -> DistrictRoster:
     keep = np.ones(len(enrollments), dtype=bool)
     keep[left_out] = False
     roster.tables["enrollments"] = enrollments[keep].reset_index(drop=True)
+    if shape.shuffled:
+        rng = np.random.default_rng(shape.seed)
+        for name, table in roster.tables.items():
+            roster.tables[name] = table.iloc[rng.permutation(len(table))].reset_index(drop=True)
     return roster
 
 
@@ -172,12 +179,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teachers", type=int, default=60_000)
     parser.add_argument("--enrollments", type=int, default=8_000_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--shuffle", action="store_true", help="write every file's rows in random order (ids unsorted)")
     parser.add_argument("--out", type=Path, help="delivery folder to reuse, or to generate into and keep")
     parser.add_argument("--cprofile", action="store_true", help="also profile one read + validate pass")
     parser.add_argument("--top", type=int, default=25, help="cProfile entries to print per ordering")
     args = parser.parse_args(argv)
     results: dict[str, float] = {}
-    shape = Shape(args.students, args.teachers, args.enrollments, args.seed)
+    shape = Shape(args.students, args.teachers, args.enrollments, args.seed, args.shuffle)
     with delivery_folder(args.out, shape, results) as folder:
         with timed("load bytes from disk", results):
             files = {item.name: item.read_bytes() for item in sorted(folder.iterdir()) if item.is_file()}
