@@ -1,30 +1,43 @@
 """District schedules: the registry field, one schedule per (cron, zone), and ticks that never re-sync.
 
 Schedules are evaluated with Dagster's own APIs (`build_schedule_context`, `evaluate_tick`) against
-the pipeline fixture's real SFTP server and Dagster instance.
+the pipeline fixture's real SFTP server and Dagster instance. A OneRoster REST district's tick does
+not contact its provider (the run pulls), so its base_url here is never connected to.
 """
 
 import threading
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
 import yaml
 
-from rostersync_assets.defs.ingest.delivery_runs import LISTING_TAG, TRIGGER_TAG
-from rostersync_assets.defs.ingest.schedules import schedule_name
+from rostersync_assets.defs.ingest.delivery_runs import LISTING_TAG, SCHEDULED_FOR_TAG, TRIGGER_TAG
+from rostersync_assets.defs.ingest.schedules import schedule_name, unscheduled_rest_districts
 from rostersync_assets.defs.ingest.sensors import sftp_delivery_sensor, sync_district_roster
 from rostersync_assets.defs.partitions import DISTRICT_TAG
 from rostersync_assets.delivery_schedule import DeliverySchedule, validate_cron
-from rostersync_assets.registry import DistrictRegistry, RegistryError
+from rostersync_assets.registry import District, DistrictRegistry, RegistryError
+from rostersync_assets.rest_source import RestSource
 from rostersync_assets.sandbox.generator import generate_district
 from rostersync_assets_tests.fixtures.pipeline import SLUG
 from rostersync_assets_tests.fixtures.sftp import free_loopback_port
 
 CHICAGO_5AM = DeliverySchedule("0 5 * * *", "America/Chicago")
 FIRES_AT = datetime(2026, 11, 30, 5, 0, tzinfo=ZoneInfo("America/Chicago"))
+REST_SLUG = "maple-rest"
+
+
+def rest_district(slug: str = REST_SLUG, schedule: DeliverySchedule | None = CHICAGO_5AM) -> District:
+    """A OneRoster REST district (v1p2, OAuth 2) on `schedule`."""
+    source = RestSource.from_mapping({
+        "base_url": "https://oneroster.example.org", "version": "v1p2",
+        "auth": {"type": "oauth2", "token_url": "https://oneroster.example.org/token", "client_id": "rostersync",
+                 "client_secret_env": "MAPLE_ONEROSTER_SECRET"},
+    })
+    return District(slug=slug, name=slug, lms_tenant=slug, sftp=None, rest=source, schedule=schedule)
 
 
 @pytest.fixture(autouse=True)
@@ -44,11 +57,11 @@ def evaluate(pipeline, schedule: DeliverySchedule = CHICAGO_5AM):
     return evaluate_with(pipeline, pipeline.definitions(), schedule)
 
 
-def evaluate_with(pipeline, defs: dg.Definitions, schedule: DeliverySchedule = CHICAGO_5AM):
-    """One tick of the pair's schedule as the daemon runs it at 05:00 Chicago time."""
+def evaluate_with(pipeline, defs: dg.Definitions, schedule: DeliverySchedule = CHICAGO_5AM, at: datetime = FIRES_AT):
+    """One tick of the pair's schedule as the daemon runs it (by default at 05:00 Chicago time)."""
     with dg.build_schedule_context(
         instance=pipeline.instance,
-        scheduled_execution_time=FIRES_AT,
+        scheduled_execution_time=at,
         resources=pipeline.resources(),
         repository_def=defs.get_repository_def(),
         instance_ref=pipeline.instance.get_ref(),
@@ -160,7 +173,7 @@ def test_districts_without_a_delivery_or_a_server_are_named_in_the_skip_reason(d
     schedule_pipeline(district_pipeline, unreachable)
     result = evaluate(district_pipeline)
     assert result.run_requests == []
-    assert "2 district(s) due" in result.skip_message
+    assert "2 district(s) due, nothing to run" in result.skip_message
     assert f"no complete, settled delivery: {SLUG}" in result.skip_message
     assert "not listed: adams-isd: cannot connect to 127.0.0.1:" in result.skip_message
 
@@ -210,4 +223,49 @@ def test_a_pair_no_district_uses_any_more_skips(district_pipeline):
     defs = district_pipeline.definitions()  # loaded while lincoln-usd still had its schedule
     DistrictRegistry({}).with_district(district_pipeline.district).save(district_pipeline.home.registry_path)
     result = evaluate_with(district_pipeline, defs)
-    assert result.run_requests == [] and "no SFTP district is registered with schedule '0 5 * * *'" in result.skip_message
+    assert result.run_requests == [] and "no district is registered with schedule '0 5 * * *'" in result.skip_message
+
+
+# --- OneRoster REST districts ---------------------------------------------------------------------
+
+
+def test_a_rest_district_gets_one_pull_per_tick_keyed_by_district_and_tick(district_pipeline):
+    schedule_pipeline(district_pipeline, rest_district(), rest_district("oak-rest"))  # the SFTP folder is empty
+    requests = evaluate(district_pipeline).run_requests
+    assert [(r.partition_key, r.run_key) for r in requests] == [
+        ("maple-rest", "maple-rest:pull:20261130T110000Z"),  # 05:00 CST is 11:00 UTC
+        ("oak-rest", "oak-rest:pull:20261130T110000Z"),
+    ]
+    expected = {DISTRICT_TAG: "maple-rest", SCHEDULED_FOR_TAG: "20261130T110000Z", TRIGGER_TAG: "schedule"}
+    assert expected.items() <= requests[0].tags.items()
+    # Registered by the tick itself (the sensor, which usually does it, may be off).
+    assert {"maple-rest", "oak-rest"} <= set(district_pipeline.instance.get_dynamic_partitions("districts"))
+    next_tick = evaluate_with(district_pipeline, district_pipeline.definitions(), at=FIRES_AT + timedelta(days=1))
+    assert [r.run_key for r in next_tick.run_requests] == ["maple-rest:pull:20261201T110000Z", "oak-rest:pull:20261201T110000Z"]
+
+
+@pytest.mark.parametrize("status", [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE])
+def test_a_tick_evaluated_again_does_not_pull_twice(district_pipeline, status):
+    DistrictRegistry({}).with_district(rest_district()).save(district_pipeline.home.registry_path)
+    [request] = evaluate(district_pipeline).run_requests
+    record_run(district_pipeline, request, status)
+    again = evaluate(district_pipeline)
+    assert again.run_requests == []
+    assert again.skip_message == "1 district(s) due, nothing to run. already pulled for this tick: maple-rest"
+
+
+def test_sftp_and_rest_districts_share_a_pair_and_each_gets_its_kind_of_run(district_pipeline):
+    schedule_pipeline(district_pipeline, rest_district())
+    district_pipeline.publish(generate_district(students=40, seed=1, district=SLUG))
+    requests = {r.partition_key: r for r in evaluate(district_pipeline).run_requests}
+    assert set(requests) == {SLUG, REST_SLUG}
+    assert LISTING_TAG in requests[SLUG].tags and SCHEDULED_FOR_TAG not in requests[SLUG].tags
+    assert SCHEDULED_FOR_TAG in requests[REST_SLUG].tags and LISTING_TAG not in requests[REST_SLUG].tags
+
+
+def test_a_rest_district_alone_gets_a_schedule_and_one_without_is_reported(district_pipeline):
+    registry = DistrictRegistry({}).with_district(rest_district()).with_district(rest_district("oak-rest", schedule=None))
+    registry.save(district_pipeline.home.registry_path)
+    schedules = [s.name for s in district_pipeline.definitions().get_repository_def().schedule_defs]
+    assert schedules == [schedule_name(CHICAGO_5AM)]
+    assert unscheduled_rest_districts(registry) == ["oak-rest"]

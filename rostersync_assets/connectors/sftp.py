@@ -359,6 +359,7 @@ class SftpConnector:
         and repeated failed logins can get the district's account locked.
         """
         last: BaseException | None = None
+        reason = ""
         for wait in (0.0, *self._retry.waits()):
             time.sleep(wait)
             client = self._pinned_client()
@@ -368,12 +369,13 @@ class SftpConnector:
                 sftp.get_channel().settimeout(self._timeout_s)
                 return client, sftp
             except Exception as exc:
+                transport = client.get_transport()  # None until the TCP connection is made
                 client.close()
                 if not _is_transient(exc):
                     raise self._permanent_connect_error(exc) from None
-                last = exc
+                last, reason = exc, self._transient_connect_reason(exc, transport)
         raise SftpUnavailable(
-            f"cannot connect to {self._where()} ({self._retry.attempts} attempt(s)): {_describe(last)}"
+            f"cannot connect to {self._where()} ({self._retry.attempts} attempt(s)): {reason}"
         ) from last
 
     def _close(self) -> None:
@@ -422,6 +424,27 @@ class SftpConnector:
         if isinstance(exc, OSError):
             return SftpUnavailable(f"cannot connect to {self._where()}: {_describe(exc)}")
         return exc
+
+    def _transient_connect_reason(self, exc: Exception, transport: paramiko.Transport | None) -> str:
+        """Why a connection attempt failed, in the operator's terms rather than paramiko's.
+
+        paramiko reports a refused TCP connection as NoValidConnectionsError (errno None, the
+        addresses tried inside), and a server that accepts TCP but never sends its SSH banner as
+        "Error reading SSH protocol banner" or, when the client's own wait for the handshake ends
+        first, as "No existing session" from the login that follows: all three say nothing useful
+        about the server unless translated. Whether the banner arrived is read off the transport.
+        """
+        where = f"{self._endpoint.host}:{self._endpoint.port}"
+        if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+            return "; ".join(
+                f"TCP connect to {address[0]}:{address[1]}: {error.strerror or _describe(error)}"
+                for address, error in sorted(exc.errors.items())
+            )
+        if transport is None or transport.remote_version or not isinstance(exc, paramiko.SSHException):
+            return _describe(exc)
+        if isinstance(exc.__context__, (EOFError, ConnectionError)):
+            return f"{where} closed the connection without sending an SSH banner"
+        return f"no SSH banner from {where} within {self._timeout_s:g} s (is an SSH server listening there?)"
 
     def _explain_incompatible(self, exc: paramiko.IncompatiblePeer) -> SftpError:
         """Turn a failed negotiation into HostKeyMismatch when the pinned key type is missing.
@@ -488,6 +511,8 @@ def _is_transient(exc: BaseException) -> bool:
         exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException, paramiko.IncompatiblePeer)
     ):
         return False
+    # NoValidConnectionsError (every address refused or unreachable) has errno None, so it is named here
+    # rather than caught by the errno check below.
     if isinstance(
         exc,
         (EOFError, paramiko.SSHException, paramiko.ssh_exception.NoValidConnectionsError, ConnectionError,
