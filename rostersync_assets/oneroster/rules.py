@@ -33,7 +33,7 @@ import pandas as pd
 
 from rostersync_assets.oneroster.diagnostics import Diagnostic, Severity
 from rostersync_assets.oneroster.spec import FILE_COLUMN, LINE_COLUMN
-from rostersync_assets.oneroster.frames import is_in, split_items
+from rostersync_assets.oneroster.frames import all_distinct, is_in, split_items
 
 # Rule id -> plain-language explanation; merged into diagnostics.RULES by validate.py.
 SEMANTIC_RULES: dict[str, str] = {
@@ -384,6 +384,8 @@ def _per_table(compute: Callable[[pd.DataFrame], _Result]) -> Callable[[pd.DataF
 @_per_table
 def _repeated_enrollments(table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """The rows sharing their (user, class) with another row, and which of them copy an earlier one exactly."""
+    if all_distinct(table, _ENROLLMENT_KEY):
+        return table.iloc[:0], np.zeros(0, dtype=bool)
     repeated = table[table.duplicated(_ENROLLMENT_KEY, keep=False)]
     content = [column for column in table.columns if column not in _BOOKKEEPING]
     return repeated, repeated.duplicated(content, keep="first").to_numpy()

@@ -31,7 +31,7 @@ from rostersync_assets.oneroster.models import validate_table
 from rostersync_assets.oneroster.profile import STRICT, DistrictProfile
 from rostersync_assets.oneroster.reader import RosterPackage
 from rostersync_assets.oneroster.spec import FILE_COLUMN, LINE_COLUMN
-from rostersync_assets.oneroster.frames import is_in, strictly_increasing
+from rostersync_assets.oneroster.frames import all_distinct, is_in, strictly_increasing
 
 # rules.py owns the semantic rule ids; registering them here lets Diagnostic.create accept them.
 RULES.update(rules.SEMANTIC_RULES)
@@ -242,7 +242,7 @@ def _duplicate_sourced_ids(file_spec: spec.FileSpec, table: pd.DataFrame) -> lis
     Differing copies leave rostersync unable to tell which is the record; identical ones say the same thing twice.
     """
     ids = table["sourcedId"]
-    if strictly_increasing(ids):
+    if strictly_increasing(ids) or all_distinct(table, ["sourcedId"]):
         return []
     repeated = table[ids.duplicated(keep=False) & (ids != "")]
     if repeated.empty:

@@ -24,11 +24,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rostersync_assets.oneroster.frames import duckdb_connection
 from rostersync_assets.oneroster.spec import ENTITIES, LINE_COLUMN
 from rostersync_assets.sync.payloads import (
     arrow_text,
     content_hash_sql,
-    duckdb_connection,
     natural_key_sql,
     record_json_sql,
     school_sql,

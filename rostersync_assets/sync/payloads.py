@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from rostersync_assets.oneroster.frames import duckdb_connection
 from rostersync_assets.oneroster.spec import LINE_COLUMN, NEVER_SENT_COLUMNS, SPECS
 
 # Columns the LMS never receives: lifecycle bookkeeping and secrets.
@@ -130,13 +130,6 @@ def text_columns(table: pd.DataFrame, entity: str) -> pa.Table:
     lines = table[LINE_COLUMN].to_numpy(dtype=np.int64) if LINE_COLUMN in table.columns else np.zeros(rows, dtype=np.int64)
     columns[LINE_COLUMN] = pa.array(lines)
     return pa.table(columns)
-
-
-def duckdb_connection() -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory DuckDB connection for these rules (quiet: no progress bar on stderr)."""
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
-    return con
 
 
 def _evaluate(table: pd.DataFrame, entity: str, expressions: Mapping[str, str]) -> pa.Table:
