@@ -336,7 +336,7 @@ class SftpConnector:
             except SftpError:
                 raise
             except Exception as exc:
-                if not _is_transient(exc):
+                if not (_is_transient(exc) or self._connection_lost(exc)):
                     if isinstance(exc, OSError):
                         reason = exc.strerror or str(exc)
                         raise SftpError(f"{action} on {self._where()} failed: {reason}") from exc
@@ -460,6 +460,12 @@ class SftpConnector:
         except SftpUnavailable:
             return SftpUnavailable(f"cannot negotiate with {self._where()}: {exc}")
         return HostKeyMismatch(endpoint.host, endpoint.port, offered, self._pinned_key)
+
+    def _connection_lost(self, exc: BaseException) -> bool:
+        """An OSError raised because our SSH connection went away (paramiko's "Socket is closed" carries no
+        errno, and which error a dropped connection surfaces as depends on timing): worth a reconnect."""
+        transport = self._client.get_transport() if self._client is not None else None
+        return isinstance(exc, OSError) and (transport is None or not transport.is_active())
 
     def _session(self) -> paramiko.SFTPClient:
         if self._sftp is None:
