@@ -26,6 +26,7 @@ from rostersync_assets.defs.ingest.sensors import sftp_delivery_sensor, sync_dis
 from rostersync_assets.defs.partitions import districts_partitions
 from rostersync_assets.defs.resources import build_resources
 from rostersync_assets.home import RostersyncHome
+from rostersync_assets.onboarding_runs import QUIET_RUN_CONFIG, summarize
 from rostersync_assets.oneroster.spec import ENTITIES
 from rostersync_assets.registry import District, DistrictRegistry, SftpSource
 from rostersync_assets.sandbox.generator import DistrictRoster, ExpectedChanges, generate_district, next_night, write_delivery
@@ -41,7 +42,6 @@ LMS_URL_ENV = "ROSTERSYNC_LMS_URL"
 LMS_TOKEN_ENV = "ROSTERSYNC_LMS_TOKEN"
 # Night 1 is delivered at 02:00 UTC on this day, night k k-1 days later (the archive layout shows it).
 FIRST_NIGHT = datetime(2026, 9, 1, 2, 0, tzinfo=UTC)
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class DemoError(RuntimeError):
@@ -161,25 +161,17 @@ def _sensor_run_request(
 
 
 def _night_report(night: int, result: dg.ExecuteInProcessResult, expected: ExpectedChanges | None) -> NightReport:
-    def metadata(asset: str) -> dict[str, object]:
-        events = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
-        if not events:
-            return {}
-        return {k: v.value for k, v in events[-1].materialization.metadata.items()}
-
-    synced = metadata("lms_sync_results")
-    archived = metadata("archived_roster_delivery")
-    failed_checks = sorted(e.check_name for e in result.get_asset_check_evaluations() if not e.passed)
+    run = summarize(DEMO_SLUG, result)
     return NightReport(
         night=night,
-        delivery_id=str(archived.get("delivery_id", "")),
-        success=result.success and bool(synced),
-        created=int(synced.get("created", 0)),
-        updated=int(synced.get("updated", 0)),
-        deactivated=int(synced.get("deactivated", 0)),
-        failed=int(synced.get("failed", 0)),
+        delivery_id=run.delivery_id,
+        success=run.success,
+        created=run.created,
+        updated=run.updated,
+        deactivated=run.deactivated,
+        failed=run.failed,
         expected=expected.counts() if expected else {},
-        failed_checks=failed_checks,
+        failed_checks=run.failed_checks,
     )
 
 
