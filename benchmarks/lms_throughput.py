@@ -23,7 +23,6 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import subprocess
@@ -41,7 +40,7 @@ import requests
 
 from benchmarks._measure import peak_rss_mib, timed
 from rostersync_assets.connectors.ledger import BatchContext, SyncLedger
-from rostersync_assets.connectors.lms_client import LmsClient, LmsOperation
+from rostersync_assets.connectors.lms_client import LmsClient, LmsOperation, batch_body
 from rostersync_assets.oneroster.spec import ENTITIES
 from rostersync_assets.sandbox.generator import generate_district, next_night
 from rostersync_assets.sandbox.lms_app import SandboxLmsStore
@@ -99,7 +98,7 @@ def _replay_ceiling(url: str, token: str, changes: pd.DataFrame, delivery_id: st
     """Records/s when the server only replays: the same bodies and keys, pre-encoded, same concurrency."""
     requests_ = [
         (f"{url}/api/v1/tenants/{DISTRICT}/{batch.entity}/batch", batch.idempotency_key,
-         json.dumps({"operations": [op.to_json() for op in _operations(batch)]}).encode(), len(batch.changes))
+         batch_body(_operations(batch)), len(batch.changes))
         for batch in plan_batches(changes, district=DISTRICT, delivery_id=delivery_id, batch_size=batch_size)
     ]
     local = threading.local()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -9,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from rostersync_assets.connectors.lms_client import LmsClient, LmsError, LmsOperation, LmsResult
+from rostersync_assets.connectors.lms_client import LmsClient, LmsError, LmsOperation, LmsResult, batch_body
 from rostersync_assets.sandbox.lms_app import SandboxFaults
 from rostersync_assets_tests.fixtures.lms import SandboxLms, SandboxLmsFactory
 
@@ -76,6 +77,20 @@ def test_resending_a_batch_with_its_key_replays_it(sandbox_lms: SandboxLms) -> N
     assert first == again == [LmsResult("u1", "created")]
     [row] = sandbox_lms.store.idempotency_log()
     assert row.times_seen == 2
+
+
+def test_a_record_given_as_json_text_is_sent_as_is(sandbox_lms: SandboxLms) -> None:
+    text = '{"sourcedId": "u1", "role": "student", "givenName": "%s"}' % SECRET_NAME
+    with client_for(sandbox_lms) as client:
+        first = client.send_batch(TENANT, "users", [LmsOperation("upsert", "u1", text)], "d1:users:0")
+        # The same operation as a mapping is the same request: replayed, not a reused key (422).
+        again = client.send_batch(TENANT, "users", [upsert("u1")], "d1:users:0")
+
+    assert first == again == [LmsResult("u1", "created")] and again.replayed
+    assert sandbox_lms.store.active_records(TENANT, "users") == {"u1": json.loads(text)}
+    assert text.encode() in batch_body([LmsOperation("upsert", "u1", text)])
+    with pytest.raises(ValueError, match="not a JSON object text"):
+        LmsOperation("upsert", "u1", "u1")
 
 
 def test_iter_records_follows_cursors_over_several_pages(sandbox_lms: SandboxLms) -> None:

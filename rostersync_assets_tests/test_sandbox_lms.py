@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import yaml
 from rostersync_assets.cli import build_parser
 from rostersync_assets.oneroster.spec import ENTITIES
 from rostersync_assets.sandbox.fault_flags import faults_from_arguments
-from rostersync_assets.sandbox.lms_app import SandboxFaults, create_app
+from rostersync_assets.sandbox.lms_app import SandboxFaults, SandboxLmsStore, create_app
 from rostersync_assets_tests.fixtures.lms import SandboxLms, SandboxLmsFactory
 
 TENANT = "district-042"
@@ -136,6 +137,38 @@ def test_reusing_a_key_for_another_request_is_422(sandbox_lms: SandboxLms) -> No
     assert "Idempotency-Key" in other_body.json()["error"]
     assert sandbox_lms.store.active_records(TENANT, "users")["u1"]["givenName"] == "Ada"
     assert [row.times_seen for row in sandbox_lms.store.idempotency_log()] == [1]
+
+
+def test_key_order_and_whitespace_change_neither_the_body_nor_the_record(sandbox_lms: SandboxLms) -> None:
+    reordered = {"record": {"givenName": "Ada", "sourcedId": "u1", "role": "student"}, "sourcedId": "u1", "op": "upsert"}
+    spaced = b'{ "operations" : [ {"sourcedId": "u1", "op": "upsert", "record": {"role": "student", "givenName": "Ada", "sourcedId": "u1"}} ] }'
+    first = batch(sandbox_lms, [user("u1")], "k1")
+    retry = requests.post(
+        f"{sandbox_lms.url}/api/v1/tenants/{TENANT}/users/batch",
+        data=spaced,
+        headers={"Authorization": f"Bearer {sandbox_lms.token}", "Idempotency-Key": "k1", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    resent = batch(sandbox_lms, [reordered], "k2")
+
+    assert statuses(first) == ["created"]
+    assert retry.headers["Idempotent-Replayed"] == "true" and retry.json() == first.json()
+    assert statuses(resent) == ["unchanged"]
+
+
+def test_records_stored_in_another_key_order_are_compared_by_content(tmp_path: Path) -> None:
+    # Rows written before records were stored as canonical JSON keep the order they were sent in.
+    store = SandboxLmsStore(tmp_path / "lms.sqlite3")
+    store.apply_batch(TENANT, "users", [user("u1"), user("u2")], "k1")
+    with sqlite3.connect(tmp_path / "lms.sqlite3") as conn:
+        conn.execute(
+            "UPDATE records SET record_json=? WHERE sourced_id='u1'",
+            ('{"sourcedId":"u1","role":"student","givenName":"Ada"}',),
+        )
+
+    outcome = store.apply_batch(TENANT, "users", [user("u1"), user("u2", "Grace")], "k2")
+
+    assert statuses_of(outcome.response) == ["unchanged", "updated"]
 
 
 def test_keys_and_records_are_separate_per_tenant(sandbox_lms: SandboxLms) -> None:

@@ -52,7 +52,7 @@ def test_batches_split_by_entity_operation_kind_and_size():
         ("users", ["u9"]),
     ]
     assert [b.number for b in batches] == [0, 1, 2, 3]
-    assert batches[1].changes[0].record == {"sourcedId": "u1"}
+    assert batches[1].changes[0].record == '{"sourcedId": "u1"}'  # the diff's JSON text, carried as is
     assert batches[3].changes[0].lms_op == "deactivate" and batches[3].changes[0].record is None
 
 
@@ -79,7 +79,7 @@ def test_a_resumed_run_cuts_the_unacknowledged_batches_with_their_old_keys():
     assert [b.changes for b in resumed] == [b.changes for b in remaining]
 
 
-def test_push_records_each_batch_before_sending_the_next_and_stops_on_error():
+def test_push_records_each_group_before_sending_the_next_and_stops_on_error():
     log: list[str] = []
 
     def send(batch):
@@ -93,7 +93,26 @@ def test_push_records_each_batch_before_sending_the_next_and_stops_on_error():
 
     with pytest.raises(RuntimeError):
         push_changes(plan_batches(changes(ROWS), district="d", delivery_id="x", batch_size=2), send=send, record=record)
-    assert log == ["send 0", "record 0", "send 1", "record 1", "send 2"]
+    # Batches 1 and 2 are one group: 2 may be sent while 1 is being recorded; 3 (deactivations) never goes.
+    assert log[:3] == ["send 0", "record 0", "send 1"]
+    assert sorted(log[3:]) == ["record 1", "send 2"]
+
+
+def test_the_next_batch_of_a_group_is_sent_while_the_last_answer_is_recorded():
+    rows = [("users", "create", f"u{n}") for n in range(6)]
+    next_sent = {number: threading.Event() for number in range(3)}
+
+    def send(batch):
+        next_sent[batch.number].set()
+        return created(batch)
+
+    def record(batch, statuses):
+        if batch.number < 2:  # the LMS already works on the next batch while this one is written
+            assert next_sent[batch.number + 1].wait(timeout=5)
+
+    summary = push_changes(plan_batches(changes(rows), district="d", delivery_id="x", batch_size=2), send=send, record=record)
+
+    assert summary.batches == 3
 
 
 def test_concurrent_batches_stay_within_the_bound_and_groups_go_parents_first():

@@ -46,6 +46,7 @@ _IDS_PER_QUERY = 500  # bound parameters per IN (...) query, well below SQLite's
 # The fields an upsert's record may hold, per entity (checked on every record of every batch).
 _SENDABLE = {entity: frozenset(SPECS[entity].columns) - NEVER_SENT_COLUMNS for entity in ENTITIES}
 _OTHER_ID = "record sourcedId differs from the operation's sourcedId"
+_ONLY_STR = frozenset({str})
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 _SCHEMA = """
@@ -152,7 +153,8 @@ class SandboxLmsStore:
         (an injected fault); the stored response keeps that answer like any other.
         Raises IdempotencyKeyReused when the key already belongs to another entity or body.
         """
-        body_sha256 = _sha256_of({"operations": list(operations)})
+        records = [_canonical_record(operation) for operation in operations]
+        body_sha256 = _body_sha256(operations, records)
         with self._transaction() as conn:
             seen = conn.execute(
                 "SELECT entity, body_sha256, response_json FROM idempotency"
@@ -168,7 +170,7 @@ class SandboxLmsStore:
                 )
                 return BatchOutcome(json.loads(seen[2]), replayed=True)
             now = _now()
-            results = _apply_operations(conn, tenant, entity, operations, now, rejected)
+            results = _apply_operations(conn, tenant, entity, operations, records, now, rejected)
             response = {"results": results}
             conn.execute(
                 "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?, ?, 1)",
@@ -223,6 +225,7 @@ def _apply_operations(
     tenant: str,
     entity: str,
     operations: Sequence[Mapping[str, Any]],
+    records: Sequence[str | None],
     now: str,
     rejected: frozenset[str],
 ) -> list[dict[str, str]]:
@@ -231,12 +234,14 @@ def _apply_operations(
     The records a batch names are read in one query and written in one executemany (a row per
     operation cost more than the HTTP around it); `state` follows the batch as it goes, so an
     operation sees what the earlier ones of the same batch did. Operations on a `rejected`
-    sourcedId (an injected fault) get an error and change nothing.
+    sourcedId (an injected fault) get an error and change nothing. `records` holds each operation's
+    record as canonical JSON text (`_canonical_record`): it is what gets stored, and a record is
+    unchanged when its stored text is the same, without parsing what is stored.
     """
     state = _current_records(conn, tenant, entity, operations)
     written: dict[str, tuple[int, str]] = {}
     results = []
-    for operation in operations:
+    for operation, record_json in zip(operations, records):
         sourced_id = operation.get("sourcedId")
         shown_id = sourced_id if isinstance(sourced_id, str) else ""
         problem = _operation_problem(entity, operation)
@@ -250,10 +255,12 @@ def _apply_operations(
             status = "deactivated" if current is not None and current[0] else "unchanged"
             after = (0, current[1]) if status == "deactivated" else None
         else:
-            record = dict(operation["record"])
-            same = current is not None and current[0] and json.loads(current[1]) == record
+            # Rows stored before records were kept canonical hold another key order: compared parsed.
+            same = current is not None and current[0] and (
+                current[1] == record_json or json.loads(current[1]) == operation["record"]
+            )
             status = "unchanged" if same else ("created" if current is None else "updated")
-            after = None if same else (1, json.dumps(record, separators=(",", ":")))
+            after = None if same else (1, record_json)
         if after is not None:
             state[sourced_id] = written[sourced_id] = after
         results.append({"sourcedId": shown_id, "status": status})
@@ -300,7 +307,8 @@ def _operation_problem(entity: str, operation: Mapping[str, Any]) -> str | None:
 
 
 def _record_problem(entity: str, sourced_id: str, record: Mapping[str, Any]) -> str | None:
-    if record.keys() <= _SENDABLE[entity] and all(type(value) is str for value in record.values()):
+    # The fast path, for every record of every batch: value types checked in C (map and set), not a generator.
+    if record.keys() <= _SENDABLE[entity] and set(map(type, record.values())) <= _ONLY_STR:
         return None if record.get("sourcedId", sourced_id) == sourced_id else _OTHER_ID
     columns = SPECS[entity].columns  # the slow path names the first broken rule
     for field, value in record.items():
@@ -315,9 +323,35 @@ def _record_problem(entity: str, sourced_id: str, record: Mapping[str, Any]) -> 
     return None
 
 
-def _sha256_of(value: Any) -> str:
-    """Hash of the parsed body, so whitespace or key order does not make a retry 'different'."""
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# Canonical JSON: sorted keys, no whitespace, UTF-8 as is. One encoder, not one per json.dumps call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _canonical_record(operation: Mapping[str, Any]) -> str | None:
+    """An operation's record as canonical JSON text, None when it has no record object.
+
+    Encoded once per record and used three times: in the body's hash, as the stored record and to
+    tell an unchanged record from an update.
+    """
+    record = operation.get("record")
+    return _CANONICAL.encode(record) if isinstance(record, dict) else None
+
+
+def _body_sha256(operations: Sequence[Mapping[str, Any]], records: Sequence[str | None]) -> str:
+    """Hash of the parsed body, so whitespace or key order does not make a retry 'different'.
+
+    The canonical JSON text of `{"operations": [...]}`, assembled from the records' canonical texts
+    (an operation holding exactly op, record and sourcedId, keys in sorted order) instead of encoding
+    every record a second time; any other operation is encoded whole. Equal to encoding the body.
+    """
+    encode = _CANONICAL.encode
+    parts = [
+        f'{{"op":{encode(operation["op"])},"record":{record},"sourcedId":{encode(operation["sourcedId"])}}}'
+        if record is not None and len(operation) == 3 and "op" in operation and "sourcedId" in operation
+        else encode(operation)
+        for operation, record in zip(operations, records)
+    ]
+    canonical = f'{{"operations":[{",".join(parts)}]}}'
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
