@@ -3,13 +3,15 @@ with 1 % of them changed, 0.5 % added and 0.5 % removed (issue 4 target: under 1
 under 3 GB on 2 cores).
 
 The inputs are built in a child process and written to Parquet, then read back here the way the
-`roster_changes` asset receives them (Parquet through the IO manager, strings in Arrow), so what
-building them costs never shows in this process's figures. Printed: reading the inputs, the whole
-`build_change_set` (its peak RSS includes the inputs it holds), the content hashing of the delivered
-table on its own (`table_hashes`, which also materialises the 8 M hashes, so an upper bound of the
-hashing inside the diff), the rest of the diff by difference, CPU seconds (less disturbed than wall
-time on a shared machine), and the op counts found against the generated ones. Run from the
-repository root:
+`roster_changes` asset receives them (Parquet through the IO manager, strings in Arrow; the state as
+`SyncLedger.load_state` returns it: school categorical, no natural-key digest), so what building them
+costs never shows in this process's figures. The diff asks a SQLite ledger holding the same state for
+the natural-key digests of the records it deactivates (`SyncLedger.natural_keys`), as in the pipeline.
+Printed: reading the inputs, the whole `build_change_set` (its peak RSS includes the inputs it
+holds), the content hashing of the delivered table on its own (`table_hashes`, which also
+materialises the 8 M hashes, so an upper bound of the hashing inside the diff), the rest of the diff
+by difference, CPU seconds (less disturbed than wall time on a shared machine), and the op counts
+found against the generated ones. Run from the repository root:
 
     .venv/bin/python -m benchmarks.diff_enrollments --rows 8000000
 """
@@ -20,7 +22,10 @@ import argparse
 import json
 import multiprocessing
 import resource
+import sqlite3
 import tempfile
+from functools import partial
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +35,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from benchmarks._measure import peak_rss_since_reset_mib, reset_peak_rss, timed
+from rostersync_assets.connectors.ledger import SyncLedger
 from rostersync_assets.oneroster.spec import LINE_COLUMN, SPECS
 from rostersync_assets.sync.diff import build_change_set
 from rostersync_assets.sync.payloads import natural_key_digests, record_schools, table_hashes
 
-ENTITY = "enrollments"
+DISTRICT, ENTITY = "bench-district", "enrollments"
 CHANGED, ADDED, REMOVED = 0.01, 0.005, 0.005
 SCHOOLS = 40
 CLASSES_PER_STUDENT = 6
@@ -73,6 +79,20 @@ def _with_lines(table: pa.Table) -> pa.Table:
     return table.append_column(LINE_COLUMN, pa.array(np.arange(2, table.num_rows + 2, dtype=np.int64)))
 
 
+def _write_ledger(path: Path, state: pd.DataFrame, natural_keys: pd.Series) -> None:
+    """The state with its natural-key digests as sync-state rows of a SQLite ledger."""
+    SyncLedger(path).close()  # creates the tables
+    insert = (
+        "INSERT INTO sync_state (district, entity, sourced_id, content_hash, active, delivery_id, updated_at, school, natural_key)"
+        " VALUES (?, ?, ?, ?, 1, 'd0', '', ?, ?)"
+    )
+    with sqlite3.connect(path) as conn:
+        for start in range(0, len(state), 500_000):
+            part = slice(start, start + 500_000)
+            columns = (state["sourcedId"][part], state["content_hash"][part], state["school"][part].astype(str), natural_keys[part])
+            conn.executemany(insert, zip(repeat(DISTRICT), repeat(ENTITY), *columns))
+
+
 def _write_inputs(folder: Path, rows: int, seed: int) -> None:
     """Yesterday's acknowledged state and today's delivery as Parquet, and the ops they must produce."""
     rng = np.random.default_rng(seed)
@@ -86,11 +106,11 @@ def _write_inputs(folder: Path, rows: int, seed: int) -> None:
             "sourcedId": frame["sourcedId"],
             "content_hash": table_hashes(frame, ENTITY)["content_hash"].to_numpy(),
             "active": True,
-            "school": record_schools(frame, ENTITY),
-            "natural_key": natural_key_digests(frame, ENTITY),
+            "school": record_schools(frame, ENTITY).astype("category"),
         }
     )
     state.to_parquet(folder / "state.parquet", index=False)
+    _write_ledger(folder / "ledger.db", state, natural_key_digests(frame, ENTITY))
     del frame, state
     edited = np.zeros(rows, dtype=bool)
     edited[changed] = True
@@ -130,14 +150,14 @@ def main(argv: list[str] | None = None) -> None:
         with timed("read inputs (Parquet)", results):
             delivery = pd.read_parquet(folder / "delivery.parquet")
             state = pd.read_parquet(folder / "state.parquet")
-    pa.default_memory_pool().release_unused()  # the reader's scratch buffers are not the inputs
-    reset_peak_rss()
-    held = peak_rss_since_reset_mib()
-    print(f"state {len(state):,} enrollments, delivery {len(delivery):,} rows; RSS holding them: {held:,.0f} MiB", flush=True)
-    started = _cpu_seconds()
-    with timed("total: build_change_set", results):
-        changes = build_change_set({ENTITY: delivery}, {ENTITY: "bulk"}, {ENTITY: state})
-    diff_peak, diff_cpu = peak_rss_since_reset_mib(), _cpu_seconds() - started
+        pa.default_memory_pool().release_unused()  # the reader's scratch buffers are not the inputs
+        reset_peak_rss()
+        held = peak_rss_since_reset_mib()
+        print(f"state {len(state):,} enrollments, delivery {len(delivery):,} rows; RSS holding them: {held:,.0f} MiB", flush=True)
+        started = _cpu_seconds()
+        with timed("total: build_change_set", results), SyncLedger(folder / "ledger.db") as ledger:
+            changes = build_change_set({ENTITY: delivery}, {ENTITY: "bulk"}, {ENTITY: state}, partial(ledger.natural_keys, DISTRICT))
+        diff_peak, diff_cpu = peak_rss_since_reset_mib(), _cpu_seconds() - started
     started = _cpu_seconds()
     with timed("hashing alone: table_hashes", results):
         table_hashes(delivery, ENTITY)
@@ -149,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"peak RSS during build_change_set: {diff_peak:,.0f} MiB (inputs included; {diff_peak - held:,.0f} MiB above them)")
     for op, count in expected.items():
         print(f"{op:<11} found {int(found.get(op, 0)):>9,}   expected {count:>9,}")
+    keyed = changes["op"].eq("deactivate") & changes["natural_key"].ne("")
+    print(f"deactivations with their natural key: {int(keyed.sum()):,} of {int(found.get('deactivate', 0)):,}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import secrets
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from benchmarks._measure import peak_rss_mib, timed
@@ -40,7 +41,7 @@ def _night(label: str, roster: DistrictRoster, work: Path, ledger: SyncLedger, c
     with timed(f"{label}: load sync state", results):
         states = {entity: ledger.load_state(DISTRICT, entity) for entity in ENTITIES}
     with timed(f"{label}: diff", results):
-        changes = build_change_set(report.tables, package.modes, states)
+        changes = build_change_set(report.tables, package.modes, states, partial(ledger.natural_keys, DISTRICT))
 
     def send(batch: PlannedBatch) -> BatchAnswer:
         operations = [LmsOperation(c.lms_op, c.sourced_id, c.record) for c in batch.changes]

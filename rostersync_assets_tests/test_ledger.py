@@ -32,31 +32,44 @@ def test_state_advances_only_for_acknowledged_records(ledger):
     acks = ledger.record_batch(CONTEXT, [change("create", "u1"), change("create", "u2")], [("created", None), ("error", "rejected: role")])
     assert acks == 1
     state = ledger.load_state("lincoln-usd", "users")
-    assert state.to_dict("records") == [{"sourcedId": "u1", "content_hash": "h1", "active": True, "school": "s1", "natural_key": "nk1"}]
+    assert state.to_dict("records") == [{"sourcedId": "u1", "content_hash": "h1", "active": True, "school": "s1"}]
+    assert ledger.natural_keys("lincoln-usd", "users", ["u1", "u2"]) == {"u1": "nk1"}
     assert ledger.load_state("other-district", "users").empty
     assert ledger.load_state("lincoln-usd", "classes").empty
 
 
 def test_empty_state_has_the_contract_columns_and_types(ledger):
     state = ledger.load_state("lincoln-usd", "users")
-    assert list(state.columns) == ["sourcedId", "content_hash", "active", "school", "natural_key"]
-    assert state["active"].dtype == bool and state.empty
+    assert list(state.columns) == ["sourcedId", "content_hash", "active", "school"]
+    assert state["active"].dtype == bool and state["school"].dtype == "category" and state.empty
 
 
 def test_deactivation_keeps_last_hash_school_and_natural_key(ledger):
     ledger.record_batch(CONTEXT, [change("create", "u1")], [("created", None)])
     ledger.record_batch(CONTEXT, [change("deactivate", "u1", before="h1", after="", school="", natural_key="")], [("deactivated", None)])
     assert ledger.load_state("lincoln-usd", "users").to_dict("records") == [
-        {"sourcedId": "u1", "content_hash": "h1", "active": False, "school": "s1", "natural_key": "nk1"}
+        {"sourcedId": "u1", "content_hash": "h1", "active": False, "school": "s1"}
     ]
+    assert ledger.natural_keys("lincoln-usd", "users", ["u1"]) == {"u1": "nk1"}
 
 
 def test_upsert_overwrites_school_and_natural_key(ledger):
     ledger.record_batch(CONTEXT, [change("create", "u1")], [("created", None)])
     ledger.record_batch(CONTEXT, [change("update", "u1", before="h1", after="h2", school="s2", natural_key="nk2")], [("updated", None)])
     assert ledger.load_state("lincoln-usd", "users").to_dict("records") == [
-        {"sourcedId": "u1", "content_hash": "h2", "active": True, "school": "s2", "natural_key": "nk2"}
+        {"sourcedId": "u1", "content_hash": "h2", "active": True, "school": "s2"}
     ]
+    assert ledger.natural_keys("lincoln-usd", "users", ["u1"]) == {"u1": "nk2"}
+
+
+def test_natural_keys_are_looked_up_by_id_in_chunks_within_one_district_and_entity(ledger, monkeypatch):
+    monkeypatch.setattr("rostersync_assets.connectors.ledger._LOOKUP_IDS", 2)
+    ledger.record_batch(CONTEXT, [change("create", f"u{i}", natural_key=f"nk{i}") for i in range(5)], [("created", None)] * 5)
+    other = BatchContext("r1", "other-usd", "d1", "", "users", "k2")
+    ledger.record_batch(other, [change("create", "u9", natural_key="other")], [("created", None)])
+    asked = ["u4", "u0", "u4", "u2", "u9", "unknown"]
+    assert ledger.natural_keys("lincoln-usd", "users", asked) == {"u0": "nk0", "u2": "nk2", "u4": "nk4"}
+    assert ledger.natural_keys("lincoln-usd", "classes", asked) == {} and ledger.natural_keys("lincoln-usd", "users", []) == {}
 
 
 def test_history_traces_a_record_newest_first(ledger):
@@ -140,8 +153,9 @@ def test_a_ledger_from_the_previous_release_gains_the_new_columns(tmp_path):
         conn.executescript(_PREVIOUS_SCHEMA)
     with SyncLedger(path) as ledger:
         assert ledger.load_state("lincoln-usd", "users").to_dict("records") == [
-            {"sourcedId": "u0", "content_hash": "h0", "active": True, "school": "", "natural_key": ""}
+            {"sourcedId": "u0", "content_hash": "h0", "active": True, "school": ""}
         ]
+        assert ledger.natural_keys("lincoln-usd", "users", ["u0"]) == {"u0": ""}
         ledger.record_batch(CONTEXT, [change("update", "u0", before="h0", after="h1")], [("updated", None)])
         assert [h["archive_sha256"] for h in ledger.history("lincoln-usd", "u0")] == ["ab" * 32, ""]
         assert ledger.load_state("lincoln-usd", "users")["school"].tolist() == ["s1"]

@@ -235,6 +235,32 @@ def test_change_set_carries_school_and_natural_key_from_the_delivery_for_upserts
     assert rows.loc["u2", "hash_before"] == content_hash(yesterday.iloc[1].to_dict(), "users")
 
 
+def test_a_state_as_the_ledger_loads_it_takes_deactivated_natural_keys_from_the_lookup():
+    """load_state's shape: school categorical, no natural_key; the lookup is asked for deactivated ids only."""
+    yesterday = table_of(
+        "users",
+        {"sourcedId": "u1", "username": "ann", "orgSourcedIds": "s1"},
+        {"sourcedId": "u2", "username": "bob", "orgSourcedIds": "s2"},
+        {"sourcedId": "u3", "username": "cy", "orgSourcedIds": "s2"},
+    )
+    today = table_of("users", {"sourcedId": "u1", "username": "ann", "orgSourcedIds": "s1", "givenName": "A"})
+    full = full_state("users", yesterday)
+    stored = dict(zip(full["sourcedId"], full["natural_key"])) | {"u3": "stale"}
+    asked: list[tuple[str, list[str]]] = []
+
+    def lookup(entity: str, ids: list[str]) -> dict[str, str]:
+        asked.append((entity, sorted(ids)))
+        return {sid: stored[sid] for sid in ids}
+
+    loaded = full.drop(columns="natural_key").astype({"school": "category"})
+    changes = build_change_set({"users": today}, {"users": "bulk"}, {"users": loaded}, lookup)
+    expected = build_change_set({"users": today}, {"users": "bulk"}, {"users": full})
+    assert changes.drop(columns="natural_key").equals(expected.drop(columns="natural_key"))
+    assert changes.loc[changes["sourcedId"].eq("u2"), ["op", "school", "natural_key"]].values.tolist() == [["deactivate", "s2", digest("bob", "s2")]]
+    assert changes.loc[changes["sourcedId"].eq("u3"), "natural_key"].tolist() == ["stale"]  # the stored digest, whatever it is
+    assert asked == [("users", ["u2", "u3"])]
+
+
 def test_a_state_stored_without_school_and_natural_key_reads_them_as_blank():
     state = full_state("orgs", org_table(DISTRICT, SCHOOL))[["sourcedId", "content_hash", "active"]]
     changes = build_change_set({"orgs": org_table(DISTRICT)}, {"orgs": "bulk"}, {"orgs": state})

@@ -137,6 +137,18 @@ def test_inactive_state_records_are_not_part_of_the_base():
     assert [(h.school, h.count, h.base) for h in held] == [("", 2, 10)]  # s1 has 10 active: below 20
 
 
+def test_a_state_with_categorical_schools_as_the_ledger_loads_it_is_judged_the_same():
+    ids = users_in({"s1": 30, "s2": 40, "s3": 25})
+    night = changes(*deactivate_all({"s2": ids["s2"][:10]}), ("users", "create", "u-new", "s1", key("users", "new")))
+    plain = state(ids, "users").drop(columns="natural_key")
+    plain.loc[plain["school"].eq("s3"), "active"] = False  # s3 stays a category with no active record
+    plain.loc[plain.index[:2], "school"] = None  # no school: counted district-wide only
+    loaded = plain.astype({"school": "category"})
+    assert evaluate(night, {"users": loaded}, SafetyPolicy()) == evaluate(night, {"users": plain}, SafetyPolicy())
+    counts = {c.school: c.active_before for c in evaluate(night, {"users": loaded}, SafetyPolicy()).counts if c.entity == "users"}
+    assert counts == {"": 70, "s1": 28, "s2": 40}
+
+
 def test_the_verdict_round_trips_through_json_and_carries_no_record_contents():
     ids = users_in({"s1": 30})
     verdict = evaluate(changes(*deactivate_all(ids)), {"users": state(ids, "users")}, SafetyPolicy())

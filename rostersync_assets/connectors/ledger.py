@@ -26,8 +26,11 @@ from rostersync_assets.sync.push import PlannedChange
 
 ACKNOWLEDGED = frozenset({"created", "updated", "unchanged", "deactivated"})
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
-STATE_COLUMNS = ["sourcedId", "content_hash", "active", "school", "natural_key"]
+# What load_state returns: the natural-key digest stays in the database (see load_state).
+STATE_COLUMNS = ["sourcedId", "content_hash", "active", "school"]
 _SQLITE_CHUNK_ROWS = 250_000
+# sourcedIds per natural-key query: well under SQLite's 32,766 bound parameters.
+_LOOKUP_IDS = 5_000
 
 _metadata = sa.MetaData()
 # SQLite wants INTEGER for its rowid alias; PostgreSQL gets a 64-bit identity (the ledger only grows).
@@ -181,7 +184,10 @@ class SyncLedger:
     def load_state(self, district: str, entity: str) -> pd.DataFrame:
         """What the LMS last acknowledged for one entity of a district.
 
-        Columns: sourcedId, content_hash, active, school, natural_key. States reach millions of rows
+        Columns: sourcedId, content_hash, active, school (categorical: a few hundred schools name
+        millions of records, 1 byte a row instead of a string). The natural-key digest is not loaded
+        (64 hex characters a row, 0.55 GB at 8 M rows): the diff needs it only for the records it
+        deactivates, and asks `natural_keys` for those. States reach millions of rows
         (8 M enrollments), so they are never fetched whole as Python tuples (1 GB per million rows):
         PostgreSQL's stream through ADBC (binary COPY) into Arrow batches; SQLite's come in chunks that
         pandas turns into Arrow-backed columns. Either way only one batch is in flight at a time.
@@ -190,8 +196,7 @@ class SyncLedger:
         """
         # Values inlined (escaped by SQLAlchemy): the ADBC driver streams by COPY only without parameters.
         query = (
-            sa.select(sync_state.c.sourced_id, sync_state.c.content_hash, sync_state.c.active,
-                      sync_state.c.school, sync_state.c.natural_key)
+            sa.select(sync_state.c.sourced_id, sync_state.c.content_hash, sync_state.c.active, sync_state.c.school)
             .where(sync_state.c.district == district, sync_state.c.entity == entity)
         )
         sql = str(query.compile(dialect=self._engine.dialect, compile_kwargs={"literal_binds": True}))
@@ -201,7 +206,24 @@ class SyncLedger:
             chunks = _read_postgresql(self.url, sql)
         frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame({c: pd.Series(dtype=str) for c in STATE_COLUMNS})
         frame.columns = STATE_COLUMNS
-        return frame.astype({"sourcedId": str, "content_hash": str, "active": bool, "school": str, "natural_key": str})
+        return frame.astype({"sourcedId": str, "content_hash": str, "active": bool, "school": str}).astype({"school": "category"})
+
+    def natural_keys(self, district: str, entity: str, sourced_ids: Sequence[str]) -> dict[str, str]:
+        """The stored natural-key digest of each of `sourced_ids` the state holds (by primary key).
+
+        The diff's lookup for the records it deactivates (a few thousand on a normal night).
+        """
+        found: dict[str, str] = {}
+        query = sa.select(sync_state.c.sourced_id, sync_state.c.natural_key).where(
+            sync_state.c.district == district,
+            sync_state.c.entity == entity,
+            sync_state.c.sourced_id.in_(sa.bindparam("ids", expanding=True)),
+        )
+        ids = list(dict.fromkeys(sourced_ids))
+        with self._engine.connect() as conn:
+            for start in range(0, len(ids), _LOOKUP_IDS):
+                found.update(conn.execute(query, {"ids": ids[start : start + _LOOKUP_IDS]}).tuples().all())
+        return found
 
     def _read_sqlite(self, sql: str) -> list[pd.DataFrame]:
         with self._engine.connect() as conn:

@@ -1,8 +1,8 @@
 """The change set: what must travel to the LMS so it matches a district's latest delivery.
 
 It compares each validated table with the sync state (what the LMS last acknowledged: sourcedId,
-content hash, active, school, natural-key digest) and yields creates, updates, reactivations and
-deactivations. Upserts are ordered parents first (orgs before the classes that name them),
+content hash, active, school, optionally the natural-key digest) and yields creates, updates,
+reactivations and deactivations. Upserts are ordered parents first (orgs before the classes that name them),
 deactivations children first. Manifest modes decide what an omission means: in `bulk` a missing
 record is deactivated, in `delta` only rows marked `tobedeleted` are, and an `absent` file touches
 nothing.
@@ -12,11 +12,19 @@ the delivered rows on every core and keeps only the rows that change, so 8 M enr
 8 M in the state never become a pandas merge (which took 45 CPU-s and 9.5 GB; DuckDB 8.5 CPU-s and
 0.8 GB beside its inputs). The JSON record, school and natural-key digest are then built for the
 travelling rows alone.
+
+Memory (issue 4: 8 M enrollments under 3 GB with their inputs): the join's hash table alone took
+0.65 GB, so DuckDB joins under `_JOIN_MIB_PER_THREAD` and spills the rest to a temporary folder
+(peak 0.44 GB above the inputs instead of 0.77; +1.8 CPU-s on 8 M rows, the same at any smaller limit).
+A sync state needs no natural-key digest per row (64 hex characters, 0.55 GB at 8 M rows): the
+deactivations, the only state rows whose digest the change set carries, get theirs from a
+`NaturalKeyLookup` (the ledger, by sourcedId) when the state has no `natural_key` column.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,9 +50,16 @@ REMOVAL_STATUSES = frozenset({"tobedeleted", "inactive", "deleted"})
 
 CHANGE_COLUMNS = ["seq", "entity", "op", "sourcedId", "line", "hash_before", "hash_after", "record", "school", "natural_key"]
 STATE_COLUMNS = ["sourcedId", "content_hash", "active", "school", "natural_key"]
-# Sync-state columns added after the first release: a state stored without them reads them as "".
-_LATER_STATE_COLUMNS = ("school", "natural_key")
+# State columns the diff can do without: an absent school reads as "", an absent natural key comes
+# from the NaturalKeyLookup (else "").
+_OPTIONAL_STATE_COLUMNS = ("school", "natural_key")
 _STRING_COLUMNS = [c for c in CHANGE_COLUMNS if c not in ("seq", "line")]
+# What DuckDB may hold per thread during one entity's join before it spills (see the module docstring):
+# 2 cores, 256 MB. Per thread because each thread of a spilling join needs its own buffers.
+_JOIN_MIB_PER_THREAD = 128
+
+# (entity, sourcedIds) -> natural-key digest per sourcedId; ids it does not know have none ("").
+NaturalKeyLookup = Callable[[str, Sequence[str]], Mapping[str, str]]
 
 # One row per delivered row that changes something and per state row a bulk file no longer holds.
 # `rows` are the delivered rows (text_columns plus _position), `state` the sync state (plus _position).
@@ -87,7 +102,7 @@ WITH travelling AS (
 )
 SELECT c.op, c."sourcedId", c.line, coalesce(s.content_hash, '') AS hash_before,
        coalesce(t.hash_after, '') AS hash_after, coalesce(t.record, '') AS record,
-       coalesce(t.school, s.school, '') AS school, coalesce(t.natural_key, s.natural_key, '') AS natural_key
+       coalesce(t.school, {state_school}, '') AS school, coalesce(t.natural_key, {state_natural_key}, '') AS natural_key
 FROM changed c
 LEFT JOIN travelling t ON t._position = c.position
 LEFT JOIN state s ON s._position = c.state_position
@@ -117,13 +132,24 @@ def empty_changes() -> pd.DataFrame:
 
 
 def _state_table(state: pd.DataFrame) -> pa.Table:
-    """The sync state as Arrow with its row positions; columns it was stored without read as ""."""
-    rows = len(state)
-    columns: dict[str, pa.ChunkedArray | pa.Array] = {"_position": pa.array(np.arange(rows, dtype=np.int64))}
-    for column in ("sourcedId", "content_hash", *_LATER_STATE_COLUMNS):
-        columns[column] = arrow_text(state[column]) if column in state.columns else pa.repeat(pa.scalar("", pa.large_string()), rows)
+    """The sync state as Arrow with its row positions; optional columns only when the state has them."""
+    columns: dict[str, pa.ChunkedArray | pa.Array] = {"_position": pa.array(np.arange(len(state), dtype=np.int64))}
+    for column in ("sourcedId", "content_hash", *_OPTIONAL_STATE_COLUMNS):
+        if column in state.columns:
+            columns[column] = arrow_text(state[column])
     columns["active"] = pa.array(state["active"].fillna(False).to_numpy(dtype=bool))
     return pa.table(columns)
+
+
+def _state_value_sql(state: pd.DataFrame, column: str) -> str:
+    """SQL for an optional state column in the details query: the column, or NULL when absent."""
+    return f"s.{column}" if column in state.columns else "NULL"
+
+
+def _with_natural_keys(deactivations: pd.DataFrame, entity: str, natural_keys: NaturalKeyLookup) -> pd.DataFrame:
+    """Deactivations with the natural-key digests `natural_keys` holds for their sourcedIds."""
+    found = natural_keys(entity, deactivations["sourcedId"].tolist())
+    return deactivations.assign(natural_key=deactivations["sourcedId"].map(found).fillna("").astype("str"))
 
 
 def _removed_sql(mode: str) -> str:
@@ -142,8 +168,13 @@ def _frame(entity: str, changes: pa.Table) -> pd.DataFrame:
     return frame.astype({"line": "int64"})
 
 
-def diff_entity(entity: str, table: pd.DataFrame, mode: str, state: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(upserts, deactivations) for one entity; both empty when the file is absent."""
+def diff_entity(
+    entity: str, table: pd.DataFrame, mode: str, state: pd.DataFrame, natural_keys: NaturalKeyLookup | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(upserts, deactivations) for one entity; both empty when the file is absent.
+
+    `natural_keys` gives the deactivations their digests when `state` has no natural_key column.
+    """
     if mode == "absent" or (table.empty and mode != "bulk"):
         return empty_changes().drop(columns="seq"), empty_changes().drop(columns="seq")
     rows = text_columns(table, entity)
@@ -161,24 +192,42 @@ def diff_entity(entity: str, table: pd.DataFrame, mode: str, state: pd.DataFrame
         record=record_json_sql(entity),
         school=school_sql(entity),
         natural_key=natural_key_sql(entity),
+        state_school=_state_value_sql(state, "school"),
+        state_natural_key=_state_value_sql(state, "natural_key"),
     )
-    with duckdb_connection() as con:
+    # The folder outlives the connection (exits run in reverse): DuckDB drops its spill files on close.
+    with tempfile.TemporaryDirectory(prefix="rostersync-diff-") as spill, duckdb_connection() as con:
+        folder = spill.replace("'", "''")
+        con.execute(f"SET temp_directory = '{folder}'")
+        [(threads,)] = con.sql("SELECT current_setting('threads')").fetchall()
+        con.execute(f"SET memory_limit = '{_JOIN_MIB_PER_THREAD * int(threads)}MiB'")
         con.register("rows", rows)
         con.register("state", _state_table(state))
         con.register("changed", con.sql(compare).to_arrow_table())
+        con.execute("RESET memory_limit")  # the details are few rows, except on a first sync: as before
         changes = con.sql(details).to_arrow_table()
     gone = pc.equal(changes["op"], DEACTIVATE_OP)
-    return _frame(entity, changes.filter(pc.invert(gone))), _frame(entity, changes.filter(gone))
+    deactivations = _frame(entity, changes.filter(gone))
+    if natural_keys is not None and "natural_key" not in state.columns and not deactivations.empty:
+        deactivations = _with_natural_keys(deactivations, entity, natural_keys)
+    return _frame(entity, changes.filter(pc.invert(gone))), deactivations
 
 
 def build_change_set(
-    tables: Mapping[str, pd.DataFrame], modes: Mapping[str, str], states: Mapping[str, pd.DataFrame]
+    tables: Mapping[str, pd.DataFrame],
+    modes: Mapping[str, str],
+    states: Mapping[str, pd.DataFrame],
+    natural_keys: NaturalKeyLookup | None = None,
 ) -> pd.DataFrame:
-    """Every change of a delivery in apply order, numbered by `seq`."""
+    """Every change of a delivery in apply order, numbered by `seq`.
+
+    `natural_keys` looks up the digests of deactivated records whose state has no natural_key column
+    (what `SyncLedger.load_state` returns; `SyncLedger.natural_keys` answers).
+    """
     upserts, deactivations = [], []
     for entity in ENTITIES:
         ups, deacts = diff_entity(
-            entity, tables.get(entity, pd.DataFrame()), modes.get(entity, "absent"), states.get(entity, empty_state())
+            entity, tables.get(entity, pd.DataFrame()), modes.get(entity, "absent"), states.get(entity, empty_state()), natural_keys
         )
         upserts.append(ups)
         deactivations.insert(0, deacts)  # children first: enrollments before the classes they name

@@ -109,11 +109,17 @@ def natural_key_sql(entity: str) -> str:
 
 
 def arrow_text(values: pd.Series) -> pa.ChunkedArray:
-    """A column as Arrow text; `str` columns (what the reader produces) are passed without a copy."""
-    if not isinstance(values.dtype, pd.StringDtype):
+    """A column as Arrow text; `str` columns (what the reader produces) are passed without a copy.
+
+    A categorical of text (the sync state's school) stays an Arrow dictionary: DuckDB reads it as text,
+    and its 8 M codes never become 8 M strings.
+    """
+    categorical = isinstance(values.dtype, pd.CategoricalDtype) and isinstance(values.dtype.categories.dtype, pd.StringDtype)
+    if not isinstance(values.dtype, pd.StringDtype) and not categorical:
         values = values.fillna("").astype(str)
     array = pa.chunked_array(pa.Table.from_pandas(values.to_frame("v"), preserve_index=False).column(0))
-    return array if pa.types.is_large_string(array.type) or pa.types.is_string(array.type) else array.cast(pa.large_string())
+    text = array.type.value_type if categorical else array.type
+    return array if pa.types.is_large_string(text) or pa.types.is_string(text) else array.cast(pa.large_string())
 
 
 def text_columns(table: pd.DataFrame, entity: str) -> pa.Table:

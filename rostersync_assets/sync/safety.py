@@ -191,21 +191,29 @@ def _churned(changes: pd.DataFrame) -> pd.DataFrame:
     return pairs.rename(columns={"sourcedId_new": "new_sourcedId"})[["seq", "entity", "school", "sourcedId", "new_sourcedId"]]
 
 
-def _scope_counts(changes: pd.DataFrame, states: Mapping[str, pd.DataFrame], churned: pd.DataFrame) -> pd.DataFrame:
-    """One row per (entity, school) and per entity (school ""): active base, changes per op, churn."""
-    active = []
+def _active_counts(states: Mapping[str, pd.DataFrame]) -> pd.Series:
+    """Active records per (entity, school), counted per school: a state of 8 M rows (its school often
+    categorical, see `SyncLedger.load_state`) never becomes a frame of 8 M (entity, school) rows."""
+    counts: dict[tuple[str, str], int] = {}
     for entity in ENTITIES:
         state = states.get(entity)
         if state is not None and not state.empty:
-            live = state.loc[state["active"].astype(bool), ["school"]].fillna("")
-            active.append(live.assign(entity=entity))
-    base = pd.concat(active, ignore_index=True) if active else pd.DataFrame(columns=["school", "entity"])
+            per_school = state.loc[state["active"].astype(bool), "school"].value_counts(dropna=False)
+            for school, count in per_school[per_school.gt(0)].items():
+                key = (entity, "" if pd.isna(school) else str(school))
+                counts[key] = counts.get(key, 0) + int(count)
+    index = pd.MultiIndex.from_arrays([[e for e, _ in counts], [s for _, s in counts]], names=["entity", "school"])
+    return pd.Series(list(counts.values()), index=index, dtype="int64", name="active_before")
+
+
+def _scope_counts(changes: pd.DataFrame, states: Mapping[str, pd.DataFrame], churned: pd.DataFrame) -> pd.DataFrame:
+    """One row per (entity, school) and per entity (school ""): active base, changes per op, churn."""
     frames = {
-        "active_before": base,
         **{op: changes.loc[changes["op"].eq(op), ["entity", "school"]] for op in ("create", "update", "reactivate", "deactivate")},
         "id_churn": churned[["entity", "school"]],
     }
-    per_school, per_entity = [], []
+    active = _active_counts(states)
+    per_school, per_entity = [active], [active.groupby(level="entity").sum()]
     for name, frame in frames.items():
         frame = frame.fillna("")
         per_school.append(frame.groupby(["entity", "school"]).size().rename(name))

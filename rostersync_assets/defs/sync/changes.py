@@ -6,6 +6,8 @@ DISTRICT DELIVERY_ID --by NAME`, or this asset's run config (`approve_delivery`,
 recorded in the ledger. The verdict is kept beside the tables so `approve` can show what it releases.
 """
 
+from functools import partial
+
 import dagster as dg
 import pandas as pd
 
@@ -130,7 +132,8 @@ def roster_changes(
     store = ledger.open()  # one ledger per run, closed by the resource
     states = {entity: store.load_state(district.slug, entity) for entity in ENTITIES}
     modes = {entity: table.attrs.get("oneroster_mode", "absent") for entity, table in tables.items()}
-    changes = build_change_set(tables, modes, states)
+    # The state leaves natural-key digests in the ledger: the diff asks it for those of the records it deactivates.
+    changes = build_change_set(tables, modes, states, partial(store.natural_keys, district.slug))
     # Rows rejected by validation are missing from a bulk table, yet they were delivered: never read
     # their absence as a removal.
     held_back = [e for e, t in tables.items() if t.attrs.get("rejected_rows", 0)]
