@@ -23,7 +23,6 @@ import dagster as dg
 from rostersync_assets.connectors.lms_client import LmsClient
 from rostersync_assets.definitions import build_definitions
 from rostersync_assets.defs.ingest.sensors import sftp_delivery_sensor, sync_district_roster
-from rostersync_assets.defs.partitions import districts_partitions
 from rostersync_assets.defs.resources import build_resources
 from rostersync_assets.home import RostersyncHome
 from rostersync_assets.onboarding_runs import QUIET_RUN_CONFIG, summarize

@@ -5,7 +5,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 from dagster_aws.s3 import S3Resource
 
 from rostersync_assets.defs.resources import S3ArchiveResource

@@ -5,10 +5,9 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from rostersync_assets.oneroster.spec import SPECS
-from rostersync_assets.sync.diff import CHANGE_COLUMNS, STATE_COLUMNS, build_change_set, change_counts, empty_state
+from rostersync_assets.sync.diff import CHANGE_COLUMNS, STATE_COLUMNS, build_change_set, empty_state
 from rostersync_assets.sync.payloads import (
     content_hash,
     lms_record,
@@ -87,15 +86,6 @@ def test_delta_applies_rows_and_tobedeleted_without_inferring_removals():
     )
     changes = build_change_set({"orgs": delta}, {"orgs": "delta"}, {"orgs": state})
     assert sorted(changes[["op", "sourcedId"]].values.tolist()) == [["create", "s3"], ["deactivate", "0042"]]
-
-
-def test_change_counts_report_deactivated_share():
-    state = state_of(org_table(DISTRICT, SCHOOL))
-    changes = build_change_set({"orgs": org_table(DISTRICT)}, {"orgs": "bulk"}, {"orgs": state})
-    counts = {c.entity: c for c in change_counts(changes, {"orgs": state})}
-    assert counts["orgs"].deactivate == 1 and counts["orgs"].active_before == 2
-    assert counts["orgs"].deactivated_share == pytest.approx(0.5)
-    assert counts["users"].active_before == 0 and counts["users"].deactivated_share == 0.0
 
 
 def test_payload_leaves_out_passwords_and_bookkeeping_so_they_never_cause_writes():

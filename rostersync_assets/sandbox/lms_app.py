@@ -311,13 +311,13 @@ def _record_problem(entity: str, sourced_id: str, record: Mapping[str, Any]) -> 
     if record.keys() <= _SENDABLE[entity] and set(map(type, record.values())) <= _ONLY_STR:
         return None if record.get("sourcedId", sourced_id) == sourced_id else _OTHER_ID
     columns = SPECS[entity].columns  # the slow path names the first broken rule
-    for field, value in record.items():
-        if field in NEVER_SENT_COLUMNS:
-            return f"record field {field!r} must never be sent to the LMS"
-        if field not in columns:
-            return f"record field {field[:64]!r} is not a column of {entity}"
+    for column, value in record.items():
+        if column in NEVER_SENT_COLUMNS:
+            return f"record field {column!r} must never be sent to the LMS"
+        if column not in columns:
+            return f"record field {column[:64]!r} is not a column of {entity}"
         if not isinstance(value, str):
-            return f"record field {field!r} must be a string"
+            return f"record field {column!r} must be a string"
     if record.get("sourcedId", sourced_id) != sourced_id:
         return _OTHER_ID
     return None

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -43,7 +42,6 @@ from rostersync_assets.sync.payloads import (
     text_columns,
 )
 
-UPSERT_OPS = ("create", "update", "reactivate")
 DEACTIVATE_OP = "deactivate"
 # Delta rows with one of these statuses remove the record (1.0's `inactive` means the same).
 REMOVAL_STATUSES = frozenset({"tobedeleted", "inactive", "deleted"})
@@ -237,39 +235,3 @@ def build_change_set(
     changes = pd.concat(frames, ignore_index=True)
     changes.insert(0, "seq", range(len(changes)))
     return changes.astype({"seq": "int64", "line": "int64"} | dict.fromkeys(_STRING_COLUMNS, "str"))[CHANGE_COLUMNS]
-
-
-@dataclass(frozen=True)
-class EntityChangeCounts:
-    """How many records of one entity each kind of change touches, and how many were active before."""
-
-    entity: str
-    create: int
-    update: int
-    reactivate: int
-    deactivate: int
-    active_before: int
-
-    @property
-    def deactivated_share(self) -> float:
-        return self.deactivate / self.active_before if self.active_before else 0.0
-
-
-def change_counts(changes: pd.DataFrame, states: Mapping[str, pd.DataFrame]) -> list[EntityChangeCounts]:
-    """Per-entity counts for metadata, summaries and the safety check."""
-    counts = changes.groupby(["entity", "op"]).size() if not changes.empty else pd.Series(dtype="int64")
-    result = []
-    for entity in ENTITIES:
-        state = states.get(entity, empty_state())
-        per_op = {op: int(counts.get((entity, op), 0)) for op in (*UPSERT_OPS, DEACTIVATE_OP)}
-        result.append(
-            EntityChangeCounts(
-                entity=entity,
-                create=per_op["create"],
-                update=per_op["update"],
-                reactivate=per_op["reactivate"],
-                deactivate=per_op[DEACTIVATE_OP],
-                active_before=int(state["active"].astype(bool).sum()),
-            )
-        )
-    return result
