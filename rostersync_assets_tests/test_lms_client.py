@@ -243,3 +243,37 @@ def test_one_client_serves_many_threads_each_on_its_own_session(sandbox_lms: San
 
     assert [a[0].status for a in answers] == ["created"] * 16
     assert 1 <= sessions <= 4 and client._sessions == []  # closed with the client
+
+
+def test_values_an_lms_quotes_in_its_errors_are_redacted_before_anyone_keeps_them() -> None:
+    """An LMS that breaks the contract and echoes an email and a birth date in a per-record error: the client
+    hands on the error without them (it goes to the ledger, the run log and asset metadata)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class EchoingLms(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"results": [{
+                "sourcedId": "u1", "status": "error",
+                "error": "email 'pat.doe@lincoln.example.org' is taken; birthDate 2011-04-03 (4/3/2011) is invalid",
+            }]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), EchoingLms) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            with LmsClient(f"http://127.0.0.1:{server.server_address[1]}", "token") as client:
+                [result] = client.send_batch(TENANT, "users", [upsert("u1")], "k1")
+        finally:
+            server.shutdown()
+
+    assert result.status == "error"
+    assert result.error == "email '<redacted>' is taken; birthDate <redacted> (<redacted>) is invalid"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -319,6 +320,22 @@ def _server_reason(response: requests.Response) -> str:
     return str(error)[:200] if error else response.reason or "error"
 
 
+# What an LMS error may quote from the record it rejects that we can recognise as personal: email addresses
+# and dates (birth dates). The contract keeps values out of errors; this holds if an LMS does not.
+_PERSONAL_IN_ERRORS = re.compile(
+    r"[^\s@'\"<>(),;]+@[^\s@'\"<>(),;]+|\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b"
+)
+MAX_ERROR_CHARS = 200
+
+
+def redact_lms_error(error: object) -> str | None:
+    """An LMS's per-record error as it may be kept (ledger) and shown (metadata, logs): emails and dates
+    replaced by `<redacted>`, at most MAX_ERROR_CHARS characters."""
+    if error is None:
+        return None
+    return _PERSONAL_IN_ERRORS.sub("<redacted>", str(error))[:MAX_ERROR_CHARS]
+
+
 def _parse_results(
     response: requests.Response, operations: Sequence[LmsOperation]
 ) -> list[LmsResult] | None:
@@ -333,5 +350,5 @@ def _parse_results(
     for item, operation in zip(raw, operations):
         if not isinstance(item, dict) or item.get("sourcedId") != operation.sourced_id:
             return None
-        results.append(LmsResult(operation.sourced_id, str(item.get("status")), item.get("error")))
+        results.append(LmsResult(operation.sourced_id, str(item.get("status")), redact_lms_error(item.get("error"))))
     return results

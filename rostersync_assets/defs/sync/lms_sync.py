@@ -20,7 +20,7 @@ def _operations(batch: PlannedBatch) -> list[LmsOperation]:
 
 def _rejected_md(summary: PushSummary) -> str:
     """The first records the LMS rejected, by id (the contract keeps record values out of its errors)."""
-    rows = "\n".join(f"| {entity} | {sourced_id} | {(error or '')[:200]} |" for entity, sourced_id, error in summary.rejected_sample)
+    rows = "\n".join(f"| {entity} | {sourced_id} | {error or ''} |" for entity, sourced_id, error in summary.rejected_sample)
     return f"{summary.failed} record(s) rejected, retried next run; the first:\n\n| entity | sourcedId | LMS error |\n|---|---|---|\n{rows}"
 
 
