@@ -89,8 +89,18 @@ def test_a_record_given_as_json_text_is_sent_as_is(sandbox_lms: SandboxLms) -> N
     assert first == again == [LmsResult("u1", "created")] and again.replayed
     assert sandbox_lms.store.active_records(TENANT, "users") == {"u1": json.loads(text)}
     assert text.encode() in batch_body([LmsOperation("upsert", "u1", text)])
-    with pytest.raises(ValueError, match="not a JSON object text"):
-        LmsOperation("upsert", "u1", "u1")
+    with pytest.raises(ValueError, match="not a JSON object text"):  # refused before anything is sent
+        batch_body([LmsOperation("upsert", "u1", "u1")])
+
+
+def test_a_netrc_entry_for_the_lms_host_does_not_replace_the_bearer_token(sandbox_lms: SandboxLms, tmp_path, monkeypatch) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password other-secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))  # requests reads it for hosts the session has no auth for
+    with client_for(sandbox_lms) as client:
+        results = client.send_batch(TENANT, "users", [upsert("u1")], "netrc:users:0")
+    assert results == [LmsResult("u1", "created")]  # a Basic header from the netrc would be a 401
 
 
 def test_iter_records_follows_cursors_over_several_pages(sandbox_lms: SandboxLms) -> None:

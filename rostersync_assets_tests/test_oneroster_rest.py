@@ -95,6 +95,18 @@ def test_oauth1_hmac_sha256_with_offset_pagination(serve, roster):
     assert all("/ims/oneroster/v1p1/" in request for request in provider.requests)
 
 
+@pytest.mark.parametrize("scheme", ["oauth1", "oauth2"])
+def test_a_netrc_entry_for_the_provider_host_does_not_replace_the_credentials(serve, roster, scheme, tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password other-secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))  # requests reads it for requests that carry no auth of their own
+    provider, url = serve()
+    credentials = oauth1_credentials(provider) if scheme == "oauth1" else oauth2(provider, url)
+    client = OneRosterRestClient(url, "v1p2", credentials, page_size=50)
+    assert pulled_ids(client, "users") == ids(roster, "users")
+
+
 def test_the_base_path_is_configurable(serve, roster):
     provider, url = serve(mount="/district/42")
     client = OneRosterRestClient(url, "v1p1", oauth1_credentials(provider), base_path="/district/42/ims/oneroster/v1p1")

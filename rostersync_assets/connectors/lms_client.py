@@ -15,12 +15,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import quote
 
 import requests
+
+from rostersync_assets.connectors.http_auth import AuthorizationHeader
 
 # Limits fixed by the API contract (docs/lms-api.md); the sandbox LMS enforces the same numbers.
 MAX_BATCH_OPERATIONS = 1000
@@ -35,31 +36,30 @@ _RETRYABLE_4XX = frozenset({429})
 _TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
-@dataclass(frozen=True)
-class LmsOperation:
+class LmsOperation(NamedTuple):
     """One write in a batch: upsert a full record, or deactivate a record by its sourcedId.
 
     `record` is a mapping, or the record already encoded as a JSON object text (what a change set
     carries): that text goes into the request body as is, because decoding every record only to
-    re-encode it cost as much CPU as the rest of the client.
+    re-encode it cost as much CPU as the rest of the client. A named tuple: a sync builds one per
+    record it sends.
     """
 
     op: Literal["upsert", "deactivate"]
     sourced_id: str
     record: Mapping[str, str] | str | None = None
 
-    def __post_init__(self) -> None:
-        # A cheap guard against passing some other string; the LMS validates the rest (400 if malformed).
-        if isinstance(self.record, str) and not (self.record.startswith("{") and self.record.endswith("}")):
-            raise ValueError(f"the record of operation {self.op} {self.sourced_id!r} is not a JSON object text")
-
     def to_json_text(self) -> str:
         """The operation as JSON text: keys op, sourcedId and record (when there is one), in that order."""
         head = f'{{"op":{json.dumps(self.op)},"sourcedId":{json.dumps(self.sourced_id)}'
         if self.record is None:
             return head + "}"
-        record = self.record if isinstance(self.record, str) else json.dumps(dict(self.record), separators=(",", ":"))
-        return f'{head},"record":{record}}}'
+        if isinstance(self.record, str):
+            # A cheap guard against passing some other string; the LMS validates the rest (400 if malformed).
+            if not (self.record.startswith("{") and self.record.endswith("}")):
+                raise ValueError(f"the record of operation {self.op} {self.sourced_id!r} is not a JSON object text")
+            return f'{head},"record":{self.record}}}'
+        return f'{head},"record":{json.dumps(dict(self.record), separators=(",", ":"))}}}'
 
 
 def batch_body(operations: Sequence[LmsOperation]) -> bytes:
@@ -67,8 +67,7 @@ def batch_body(operations: Sequence[LmsOperation]) -> bytes:
     return f'{{"operations":[{",".join(operation.to_json_text() for operation in operations)}]}}'.encode()
 
 
-@dataclass(frozen=True)
-class LmsResult:
+class LmsResult(NamedTuple):
     """The LMS's verdict on one operation: created, updated, unchanged, deactivated or error."""
 
     sourced_id: str
@@ -172,7 +171,7 @@ class LmsClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            session.headers["Authorization"] = f"Bearer {self._token}"
+            session.auth = AuthorizationHeader(f"Bearer {self._token}")  # not a header: see http_auth
             session.headers["Accept"] = "application/json"
             self._local.session = session
             with self._sessions_lock:

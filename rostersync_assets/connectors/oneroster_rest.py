@@ -30,6 +30,7 @@ from urllib.parse import quote, urlencode, urljoin
 import requests
 
 from rostersync_assets.connectors import oauth1
+from rostersync_assets.connectors.http_auth import AuthorizationHeader
 
 VERSIONS = ("v1p1", "v1p2")
 DEFAULT_BASE_PATHS = {"v1p1": "/ims/oneroster/v1p1", "v1p2": "/ims/oneroster/rostering/v1p2"}
@@ -205,7 +206,9 @@ class OneRosterRestClient:
             attempt += 1
             self.stats.requests += 1
             try:
-                response = self._session.get(url, headers=self._auth_headers(url), timeout=self._timeout_s)
+                response = self._session.get(
+                    url, headers={"Accept": "application/json"}, auth=self._authorization(url), timeout=self._timeout_s
+                )
             except (requests.ConnectionError, requests.Timeout) as error:
                 if attempt >= self._max_attempts:
                     raise RestPullError(
@@ -235,15 +238,13 @@ class OneRosterRestClient:
             delay = self._backoff_base_s * 2 ** (attempt - 1)
         self._sleep(min(delay, MAX_RETRY_AFTER_S))
 
-    def _auth_headers(self, url: str) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+    def _authorization(self, url: str) -> AuthorizationHeader:
+        """OAuth 1 signs `url` itself (its query too); OAuth 2 sends the cached bearer token."""
         if isinstance(self._credentials, OAuth1Credentials):
-            headers["Authorization"] = oauth1.authorization_header(
+            return AuthorizationHeader(oauth1.authorization_header(
                 "GET", url, self._credentials.consumer_key, self._credentials.consumer_secret
-            )
-        else:
-            headers["Authorization"] = f"Bearer {self._bearer_token()}"
-        return headers
+            ))
+        return AuthorizationHeader(f"Bearer {self._bearer_token()}")
 
     def _bearer_token(self) -> str:
         """The cached OAuth 2 token, or a new one from the token endpoint (client id/secret in Basic auth)."""
