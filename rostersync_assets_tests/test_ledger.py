@@ -90,6 +90,8 @@ def test_a_failing_state_write_rolls_back_the_batchs_ledger_rows(ledger):
         ledger.record_batch(CONTEXT, [broken], [("created", None)])
     assert ledger.history("lincoln-usd", "u1") == []
     assert ledger.load_state("lincoln-usd", "users").empty
+    with ledger._engine.connect() as conn:  # no batch row left behind either
+        assert conn.execute(sa.text("SELECT count(*) FROM ledger_batches")).scalar() == 0
 
 
 def test_runs_list_syncs_newest_first_with_counts(ledger):
@@ -161,6 +163,50 @@ def test_a_ledger_from_the_previous_release_gains_the_new_columns(tmp_path):
         assert ledger.load_state("lincoln-usd", "users")["school"].tolist() == ["s1"]
     with SyncLedger(path) as reopened:  # opening an upgraded ledger again changes nothing
         assert len(reopened.history("lincoln-usd", "u0")) == 2
+
+
+# The one-row-per-record ledger of the release before the batch/entry split (same columns on both backends).
+_WIDE_LEDGER = """
+CREATE TABLE ledger ({id}, at TEXT NOT NULL, run_id TEXT NOT NULL, district TEXT NOT NULL,
+    delivery_id TEXT NOT NULL, archive_uri TEXT NOT NULL, source_file TEXT NOT NULL, source_line INTEGER NOT NULL,
+    entity TEXT NOT NULL, sourced_id TEXT NOT NULL, operation TEXT NOT NULL, hash_before TEXT NOT NULL,
+    hash_after TEXT NOT NULL, idempotency_key TEXT NOT NULL, lms_status TEXT NOT NULL, error TEXT,
+    archive_sha256 TEXT NOT NULL DEFAULT '')
+"""
+_WIDE_ROWS = [  # two batches of run r1 (one record in both), one of run r2; ids not in batch order
+    (1, "2026-01-01T00:00:00+00:00", "r1", "lincoln-usd", "d1", "s3://a/users.csv", "users.csv", 2, "users", "u1", "create", "", "h1", "k1", "created", None, "aa"),
+    (2, "2026-01-01T00:00:00+00:00", "r1", "lincoln-usd", "d1", "s3://a/users.csv", "users.csv", 3, "users", "u2", "create", "", "h2", "k1", "error", "bad role", "aa"),
+    (3, "2026-01-01T00:00:01+00:00", "r1", "lincoln-usd", "d1", "s3://a/users.csv", "users.csv", 3, "users", "u2", "create", "", "h2", "k1.1", "created", None, "aa"),
+    (4, "2026-01-02T00:00:00+00:00", "r2", "lincoln-usd", "d2", "s3://b/users.csv", "users.csv", 2, "users", "u1", "update", "h1", "h3", "k2", "updated", None, "bb"),
+]
+
+
+def test_a_wide_ledger_is_split_into_batches_and_entries_keeping_every_row(ledger_url):
+    engine = sa.create_engine(ledger_url)
+    identity = "id INTEGER PRIMARY KEY AUTOINCREMENT" if engine.dialect.name == "sqlite" else "id BIGSERIAL PRIMARY KEY"
+    with engine.begin() as conn:
+        conn.execute(sa.text(_WIDE_LEDGER.format(id=identity)))
+        conn.execute(sa.text("INSERT INTO ledger VALUES (" + ", ".join(f":c{i}" for i in range(17)) + ")"),
+                     [{f"c{i}": value for i, value in enumerate(row)} for row in _WIDE_ROWS])
+    engine.dispose()
+    with SyncLedger(ledger_url) as ledger:
+        u2 = ledger.history("lincoln-usd", "u2")
+        assert [(h["idempotency_key"], h["lms_status"], h["error"]) for h in u2] == [("k1.1", "created", None), ("k1", "error", "bad role")]
+        u1 = ledger.history("lincoln-usd", "u1")
+        assert [(h["run_id"], h["operation"], h["hash_before"], h["hash_after"], h["archive_sha256"]) for h in u1] == [
+            ("r2", "update", "h1", "h3", "bb"), ("r1", "create", "", "h1", "aa")
+        ]
+        assert [(r["run_id"], r["counts"]) for r in ledger.runs("lincoln-usd")] == [
+            ("r2", {"updated": 1}), ("r1", {"created": 2, "error": 1})
+        ]
+        ledger.record_batch(CONTEXT, [change("update", "u1", before="h3", after="h4")], [("updated", None)])
+        with ledger._engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM ledger_batches")).scalar() == 4
+            # The view keeps the old one-row-per-record shape for SQL readers.
+            rows = conn.execute(sa.text("SELECT sourced_id, source_line, idempotency_key FROM ledger ORDER BY batch_id, position")).all()
+        assert [tuple(row) for row in rows] == [("u1", 2, "k1"), ("u2", 3, "k1"), ("u2", 3, "k1.1"), ("u1", 2, "k2"), ("u1", 7, "k1")]
+    with SyncLedger(ledger_url) as reopened:  # opening it again moves nothing twice
+        assert len(reopened.history("lincoln-usd", "u1")) == 3
 
 
 def test_the_password_in_a_ledger_url_never_shows(postgres_url):
