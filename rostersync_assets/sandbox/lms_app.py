@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -58,7 +59,7 @@ CREATE TABLE IF NOT EXISTS records (
     record_json TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (tenant, entity, sourced_id)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT NOT NULL,
     tenant TEXT NOT NULL,
@@ -82,10 +83,14 @@ class InvalidCursor(ValueError):
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """The response body of a batch, and whether it is a replay of an earlier application."""
+    """The response body of a batch (parsed, and the JSON text that is sent), and whether it is a replay.
+
+    A replay answers with the stored text itself: byte for byte what the first application answered.
+    """
 
     response: dict[str, Any]
     replayed: bool
+    response_json: str
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class SandboxLmsStore:
     def __init__(self, db_path: Path) -> None:
         self._db_path = Path(db_path)
         self._local = threading.local()
+        self._write_lock = threading.Lock()
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
@@ -130,7 +136,10 @@ class SandboxLmsStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as conn:
+        # Threads of this process take turns on a lock first: waiting for SQLite's write lock itself
+        # means its busy handler's sleeps (1, 2, 5, 10 ms...), which left the LMS idle between the
+        # batches of concurrent requests. Other processes still meet the busy timeout.
+        with self._write_lock, self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -155,6 +164,8 @@ class SandboxLmsStore:
         """
         records = [_canonical_record(operation) for operation in operations]
         body_sha256 = _body_sha256(operations, records)
+        # Judged before the write lock is taken: which rule each operation breaks depends on it alone.
+        problems = [_operation_problem(entity, operation) for operation in operations]
         with self._transaction() as conn:
             seen = conn.execute(
                 "SELECT entity, body_sha256, response_json FROM idempotency"
@@ -168,15 +179,16 @@ class SandboxLmsStore:
                     "UPDATE idempotency SET times_seen = times_seen + 1 WHERE tenant=? AND key=?",
                     (tenant, idempotency_key),
                 )
-                return BatchOutcome(json.loads(seen[2]), replayed=True)
+                return BatchOutcome(json.loads(seen[2]), replayed=True, response_json=seen[2])
             now = _now()
-            results = _apply_operations(conn, tenant, entity, operations, records, now, rejected)
+            results = _apply_operations(conn, tenant, entity, operations, records, problems, now, rejected)
             response = {"results": results}
+            response_json = json.dumps(response)
             conn.execute(
                 "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?, ?, 1)",
-                (idempotency_key, tenant, entity, body_sha256, json.dumps(response), now),
+                (idempotency_key, tenant, entity, body_sha256, response_json, now),
             )
-        return BatchOutcome(response, replayed=False)
+        return BatchOutcome(response, replayed=False, response_json=response_json)
 
     def list_records(
         self, tenant: str, entity: str, limit: int, cursor: str | None
@@ -226,6 +238,7 @@ def _apply_operations(
     entity: str,
     operations: Sequence[Mapping[str, Any]],
     records: Sequence[str | None],
+    problems: Sequence[str | None],
     now: str,
     rejected: frozenset[str],
 ) -> list[dict[str, str]]:
@@ -234,17 +247,17 @@ def _apply_operations(
     The records a batch names are read in one query and written in one executemany (a row per
     operation cost more than the HTTP around it); `state` follows the batch as it goes, so an
     operation sees what the earlier ones of the same batch did. Operations on a `rejected`
-    sourcedId (an injected fault) get an error and change nothing. `records` holds each operation's
-    record as canonical JSON text (`_canonical_record`): it is what gets stored, and a record is
-    unchanged when its stored text is the same, without parsing what is stored.
+    sourcedId (an injected fault) get an error and change nothing, like those with a `problems` entry
+    (the contract rule they break). `records` holds each operation's record as canonical JSON text
+    (`_canonical_record`): it is what gets stored, and a record is unchanged when its stored text is
+    the same, without parsing what is stored.
     """
     state = _current_records(conn, tenant, entity, operations)
     written: dict[str, tuple[int, str]] = {}
     results = []
-    for operation, record_json in zip(operations, records):
+    for operation, record_json, problem in zip(operations, records, problems):
         sourced_id = operation.get("sourcedId")
         shown_id = sourced_id if isinstance(sourced_id, str) else ""
-        problem = _operation_problem(entity, operation)
         if problem is None and sourced_id in rejected:
             problem = REJECTION_MESSAGE
         if problem is not None:
@@ -264,13 +277,22 @@ def _apply_operations(
         if after is not None:
             state[sourced_id] = written[sourced_id] = after
         results.append({"sourcedId": shown_id, "status": status})
-    conn.executemany(
-        "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (tenant, entity, sourced_id)"
-        " DO UPDATE SET active=excluded.active, record_json=excluded.record_json, updated_at=excluded.updated_at",
-        [(tenant, entity, sid, active, record_json, now) for sid, (active, record_json) in written.items()],
-    )
+    rows = [(tenant, entity, sid, active, record_json, now) for sid, (active, record_json) in written.items()]
+    for start in range(0, len(rows), _IDS_PER_QUERY):
+        chunk = rows[start : start + _IDS_PER_QUERY]
+        conn.execute(_upsert_records_sql(len(chunk)), [value for row in chunk for value in row])
     return results
+
+
+@functools.lru_cache(maxsize=_IDS_PER_QUERY)
+def _upsert_records_sql(rows: int) -> str:
+    """Upsert of `rows` records as one statement: executemany steps (and releases the GIL) once per
+    row, and each time the event loop's thread may hold on to the GIL for a whole switch interval."""
+    return (
+        "INSERT INTO records VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+        + " ON CONFLICT (tenant, entity, sourced_id)"
+        " DO UPDATE SET active=excluded.active, record_json=excluded.record_json, updated_at=excluded.updated_at"
+    )
 
 
 def _current_records(
@@ -536,7 +558,7 @@ class _SandboxLmsApi:
         if fault is BatchFault.DROP_AFTER:  # applied and committed, but the answer is lost
             return await _drop_connection(request)
         headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-        return JSONResponse(outcome.response, headers=headers)
+        return Response(outcome.response_json, media_type="application/json", headers=headers)
 
     async def list_records(self, request: Request) -> Response:
         tenant, entity = self._tenant_and_entity(request)
