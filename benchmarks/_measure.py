@@ -1,5 +1,6 @@
 """Shared measuring helpers for the benchmarks: wall time of a block, and peak resident memory."""
 
+import os
 import resource
 import sys
 import time
@@ -47,3 +48,14 @@ def timed(label: str, results: dict[str, float]) -> Iterator[None]:
     yield
     results[label] = time.perf_counter() - started
     print(f"{label:<34} {results[label]:>9.2f} s   (peak RSS {peak_rss_mib():,.0f} MiB)", flush=True)
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by process `pid` (Linux /proc), or by this process when None.
+
+    Lets a benchmark say which side of a client/server exchange spent the time.
+    """
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
