@@ -36,6 +36,9 @@ _RETRYABLE_4XX = frozenset({429})
 _TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
+_json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
 class LmsOperation(NamedTuple):
     """One write in a batch: upsert a full record, or deactivate a record by its sourcedId.
 
@@ -51,7 +54,8 @@ class LmsOperation(NamedTuple):
 
     def to_json_text(self) -> str:
         """The operation as JSON text: keys op, sourcedId and record (when there is one), in that order."""
-        head = f'{{"op":{json.dumps(self.op)},"sourcedId":{json.dumps(self.sourced_id)}'
+        # The json module's C string encoder (what json.dumps uses for a str, without its per-call set-up).
+        head = f'{{"op":{_json_string(self.op)},"sourcedId":{_json_string(self.sourced_id)}'
         if self.record is None:
             return head + "}"
         if isinstance(self.record, str):
@@ -349,5 +353,6 @@ def _parse_results(
     for item, operation in zip(raw, operations):
         if not isinstance(item, dict) or item.get("sourcedId") != operation.sourced_id:
             return None
-        results.append(LmsResult(operation.sourced_id, str(item.get("status")), redact_lms_error(item.get("error"))))
+        error = item.get("error")
+        results.append(LmsResult(operation.sourced_id, str(item.get("status")), None if error is None else redact_lms_error(error)))
     return results
