@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dagster_aws.s3 import S3Resource
 
+from rostersync_assets.connectors.ledger import SyncLedger
 from rostersync_assets.defs.resources import S3ArchiveResource
 from rostersync_assets.oneroster.profile import DistrictProfile
 from rostersync_assets.registry import DistrictRegistry
@@ -178,6 +179,13 @@ def test_a_clever_district_onboards_the_same_way(district_pipeline):
     assert result.success, [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     enrollments = district_pipeline.lms.store.active_records(TENANT, "enrollments")
     assert sum(1 for record in enrollments.values() if record["role"] == "student") == 8971
+    # users come from two Clever files: the ledger names each record's own file and line
+    with SyncLedger(district_pipeline.home.ledger_path) as ledger:
+        teacher, student = ledger.history(SLUG, "47"), ledger.history(SLUG, "738733110")
+    assert [(h["entity"], h["source_file"], h["source_line"]) for h in teacher] == [("users", "teachers.csv", 2)]
+    assert sorted((h["entity"], h["source_file"], h["source_line"]) for h in student) == [
+        ("demographics", "students.csv", 2), ("users", "students.csv", 2)
+    ]
 
 
 def test_a_delta_delivery_resolves_references_against_what_the_lms_holds(district_pipeline):

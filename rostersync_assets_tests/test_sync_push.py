@@ -26,6 +26,7 @@ def changes(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
             "entity": [r[0] for r in rows],
             "op": [r[1] for r in rows],
             "sourcedId": [r[2] for r in rows],
+            "source_file": [f"{r[0]}.csv" for r in rows],
             "line": [0 if r[1] == "deactivate" else 2 + n for n, r in enumerate(rows)],
             "hash_before": "",
             "hash_after": [f"h-{r[2]}" for r in rows],

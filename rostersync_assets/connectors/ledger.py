@@ -278,14 +278,14 @@ class SyncLedger:
         if len(changes) != len(statuses):
             raise ValueError(f"{len(changes)} changes but {len(statuses)} LMS results")
         now = _now()
-        source_file = f"{context.entity}.csv"
+        entity_file = f"{context.entity}.csv"
         entries = []
         # By sourcedId: one statement may not upsert a row twice (PostgreSQL refuses); the last change wins.
         upserts: dict[str, tuple] = {}
         deactivations: dict[str, tuple] = {}
         for position, (change, (status, error)) in enumerate(zip(changes, statuses)):
             entries.append((
-                position, source_file, change.line, change.sourced_id, change.op,
+                position, change.source_file or entity_file, change.line, change.sourced_id, change.op,
                 change.hash_before, change.hash_after, status, error,
             ))
             if status not in ACKNOWLEDGED:

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rostersync_assets.oneroster.frames import duckdb_connection
-from rostersync_assets.oneroster.spec import ENTITIES, LINE_COLUMN
+from rostersync_assets.oneroster.spec import ENTITIES, FILE_COLUMN, LINE_COLUMN
 from rostersync_assets.sync.payloads import (
     arrow_text,
     content_hash_sql,
@@ -46,7 +46,12 @@ DEACTIVATE_OP = "deactivate"
 # Delta rows with one of these statuses remove the record (1.0's `inactive` means the same).
 REMOVAL_STATUSES = frozenset({"tobedeleted", "inactive", "deleted"})
 
-CHANGE_COLUMNS = ["seq", "entity", "op", "sourcedId", "line", "hash_before", "hash_after", "record", "school", "natural_key"]
+# `source_file` and `line` locate the delivered row a change comes from (for the ledger): the row's `_file`
+# when its table was converted from several files (Clever), else `<entity>.csv`; line 0 for a record the
+# delivery no longer holds.
+CHANGE_COLUMNS = [
+    "seq", "entity", "op", "sourcedId", "source_file", "line", "hash_before", "hash_after", "record", "school", "natural_key",
+]
 STATE_COLUMNS = ["sourcedId", "content_hash", "active", "school", "natural_key"]
 # State columns the diff can do without: an absent school reads as "", an absent natural key comes
 # from the NaturalKeyLookup (else "").
@@ -95,10 +100,11 @@ WHERE CASE WHEN gone THEN coalesce(active, false) ELSE state_position IS NULL OR
 _DETAILS_SQL = """
 WITH travelling AS (
     SELECT _position, {content_hash} AS hash_after, {record} AS record, {school} AS school,
-           {natural_key} AS natural_key
+           {natural_key} AS natural_key, {source_file} AS source_file
     FROM rows WHERE _position IN (SELECT position FROM changed)
 )
-SELECT c.op, c."sourcedId", c.line, coalesce(s.content_hash, '') AS hash_before,
+SELECT c.op, c."sourcedId", coalesce(t.source_file, '{entity_file}') AS source_file, c.line,
+       coalesce(s.content_hash, '') AS hash_before,
        coalesce(t.hash_after, '') AS hash_after, coalesce(t.record, '') AS record,
        coalesce(t.school, {state_school}, '') AS school, coalesce(t.natural_key, {state_natural_key}, '') AS natural_key
 FROM changed c
@@ -192,6 +198,8 @@ def diff_entity(
         natural_key=natural_key_sql(entity),
         state_school=_state_value_sql(state, "school"),
         state_natural_key=_state_value_sql(state, "natural_key"),
+        source_file=f'"{FILE_COLUMN}"' if FILE_COLUMN in table.columns else "NULL",
+        entity_file=f"{entity}.csv",  # entity is one of ENTITIES: no quoting needed
     )
     # The folder outlives the connection (exits run in reverse): DuckDB drops its spill files on close.
     with tempfile.TemporaryDirectory(prefix="rostersync-diff-") as spill, duckdb_connection() as con:

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from rostersync_assets.oneroster.frames import duckdb_connection
-from rostersync_assets.oneroster.spec import LINE_COLUMN, NEVER_SENT_COLUMNS, SPECS
+from rostersync_assets.oneroster.spec import FILE_COLUMN, LINE_COLUMN, NEVER_SENT_COLUMNS, SPECS
 
 # Columns the LMS never receives: lifecycle bookkeeping and secrets.
 _NOT_PAYLOAD = frozenset({"status", "dateLastModified"}) | NEVER_SENT_COLUMNS
@@ -123,7 +123,8 @@ def arrow_text(values: pd.Series) -> pa.ChunkedArray:
 
 
 def text_columns(table: pd.DataFrame, entity: str) -> pa.Table:
-    """The columns the SQL rules read, as Arrow: every spec column but secrets, and `_line` (0 if absent).
+    """The columns the SQL rules read, as Arrow: every spec column but secrets, `_line` (0 if absent)
+    and `_file` when the table has it (tables converted from another format name each row's file).
 
     A spec column the table lacks is blank, as `lms_record` reads a missing key.
     """
@@ -135,6 +136,8 @@ def text_columns(table: pd.DataFrame, entity: str) -> pa.Table:
     }
     lines = table[LINE_COLUMN].to_numpy(dtype=np.int64) if LINE_COLUMN in table.columns else np.zeros(rows, dtype=np.int64)
     columns[LINE_COLUMN] = pa.array(lines)
+    if FILE_COLUMN in table.columns:
+        columns[FILE_COLUMN] = arrow_text(table[FILE_COLUMN])
     return pa.table(columns)
 
 

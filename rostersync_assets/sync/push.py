@@ -57,6 +57,9 @@ class PlannedChange(NamedTuple):
     # judge records that a later delivery no longer contains.
     school: str = ""
     natural_key: str = ""
+    # The delivered file the row came from ("" reads as `<entity>.csv`): a Clever district's users come
+    # from students.csv and teachers.csv, and the ledger must name the right one.
+    source_file: str = ""
 
     @property
     def lms_op(self) -> str:
@@ -110,14 +113,16 @@ def plan_batches(changes: pd.DataFrame, *, district: str, delivery_id: str, batc
     for _, run in ordered.groupby(group, sort=True):
         entity = str(run["entity"].iloc[0])
         run = run.sort_values(["line", "sourcedId"], kind="stable")
-        # Column lists, not itertuples: several times faster on Arrow-backed strings.
-        rows = list(map(
-            PlannedChange, run["op"].tolist(), run["sourcedId"].tolist(), run["line"].astype("int64").tolist(),
+        # Column lists, not itertuples: several times faster on Arrow-backed strings. The changes are
+        # made a batch at a time: made all at once, millions of them would sit in the garbage
+        # collector's generations, and every collection would walk them again.
+        columns = (
+            run["op"].tolist(), run["sourcedId"].tolist(), run["line"].astype("int64").tolist(),
             run["hash_before"].tolist(), run["hash_after"].tolist(), _or(run["record"], None),
-            _or(run["school"], ""), _or(run["natural_key"], ""),
-        ))
-        for start in range(0, len(rows), batch_size):
-            chunk = tuple(rows[start : start + batch_size])
+            _or(run["school"], ""), _or(run["natural_key"], ""), _or(run["source_file"], ""),
+        )
+        for start in range(0, len(run), batch_size):
+            chunk = tuple(map(PlannedChange, *(column[start : start + batch_size] for column in columns)))
             yield PlannedBatch(entity, number, idempotency_key(district, delivery_id, entity, chunk), chunk)
             number += 1
 
