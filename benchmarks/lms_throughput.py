@@ -50,7 +50,9 @@ from rostersync_assets.oneroster.spec import ENTITIES
 from rostersync_assets.sandbox.generator import generate_district, next_night
 from rostersync_assets.sandbox.lms_app import SandboxLmsStore
 from rostersync_assets.sync.diff import STATE_COLUMNS, build_change_set, empty_state
-from rostersync_assets.sync.push import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, BatchAnswer, PlannedBatch, plan_batches, push_changes
+from rostersync_assets.sync.push import (
+    DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, BatchAnswer, PlannedBatch, PushSummary, plan_batches, push_changes,
+)
 
 DISTRICT = "bench-district"
 BULK = dict.fromkeys(ENTITIES, "bulk")
@@ -175,24 +177,23 @@ def throughput(students: int, seed: int, batch_size: int, concurrency: int, work
     token = secrets.token_urlsafe(16)
     print(f"(a) {students:,} students: {len(changes):,} records to create, batches of {batch_size}, {concurrency} in flight", flush=True)
     # Each side gets a fresh LMS (its own process and database), so both apply to an empty one.
+    with _sandbox_lms_process(work / "lms-a-sync.db", token) as (url, pid):
+        ledger = SyncLedger(work / "ledger-a.db")
+        outcome: dict[str, object] = {}
+
+        def sync() -> int:
+            outcome["summary"], outcome["ledger_s"] = _sync(url, token, ledger, changes, "night-1", batch_size, concurrency)
+            return len(changes)
+
+        synced = _measured(pid, sync)
+        results["(a) onboarding sync"] = synced.seconds
     with _sandbox_lms_process(work / "lms-a-raw.db", token) as (raw_url, raw_pid):
         send_all = _raw_http(raw_url, token, changes, "night-1", batch_size, concurrency)
         ceiling = _measured(raw_pid, lambda: _sent(send_all, replayed=False))
         replay = _measured(raw_pid, lambda: _sent(send_all, replayed=True))
-    with _sandbox_lms_process(work / "lms-a-sync.db", token) as (url, pid):
-        ledger = SyncLedger(work / "ledger-a.db")
-        summary = None
-
-        def sync() -> int:
-            nonlocal summary
-            summary, ledger_s[0] = _sync(url, token, ledger, changes, "night-1", batch_size, concurrency)
-            return len(changes)
-
-        ledger_s = [0.0]
-        synced = _measured(pid, sync)
-        results["(a) onboarding sync"] = synced.seconds
-    assert summary is not None and summary.failed == 0 and summary.total("created") == len(changes)
-    print(synced.line("sync") + f"; ledger writes {ledger_s[0]:.2f} s of its time")
+    summary = outcome["summary"]
+    assert isinstance(summary, PushSummary) and summary.failed == 0 and summary.total("created") == len(changes)
+    print(synced.line("sync") + f"; ledger writes {outcome['ledger_s']:.2f} s of its time")
     print(ceiling.line("raw HTTP ceiling"))
     print(replay.line("replay (reference)"))
     ratio = synced.rate / ceiling.rate
