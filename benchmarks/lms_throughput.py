@@ -6,6 +6,9 @@
     run: the same request bodies, encoded beforehand, POSTed by a bare client (a requests session per
     thread, nothing else) with the same concurrency to a fresh sandbox LMS, which applies them exactly
     as it applies the sync's. Target: the sync reaches at least half of the ceiling.
+    `--ids uuid` gives every record a random UUID sourcedId instead of the generator's sequential ones,
+    as many SIS exports do: B-tree indexes on sourcedId (the LMS's and the ledger's) then take their
+    inserts at random places instead of appending.
     Also printed, as a stricter reference: the replay ceiling, the same requests sent again so the
     LMS answers from its idempotency log without applying anything (no sync can reach it: the LMS's
     own writes are what it leaves out). Each phase prints the CPU seconds of the LMS process and of
@@ -34,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -171,11 +175,29 @@ def _acknowledged_state(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.Data
     return states
 
 
-def throughput(students: int, seed: int, batch_size: int, concurrency: int, work: Path, results: dict[str, float]) -> None:
+def _with_uuid_ids(changes: pd.DataFrame) -> pd.DataFrame:
+    """The change set with each sourcedId replaced by a UUID derived from it (in the record's JSON too).
+
+    Only the ids change: references inside records keep the generator's ids, which the sandbox does
+    not check, so the LMS and the ledger see random keys with everything else as before.
+    """
+    new_ids = [str(uuid.uuid5(uuid.NAMESPACE_OID, sourced_id)) for sourced_id in changes["sourcedId"]]
+    records = [
+        record.replace(f'"sourcedId":"{old}"', f'"sourcedId":"{new}"', 1)
+        for record, old, new in zip(changes["record"], changes["sourcedId"], new_ids)
+    ]
+    return changes.assign(sourcedId=pd.Series(new_ids, index=changes.index, dtype="str"),
+                          record=pd.Series(records, index=changes.index, dtype="str"))
+
+
+def throughput(students: int, seed: int, batch_size: int, concurrency: int, ids: str, work: Path, results: dict[str, float]) -> None:
     roster = generate_district(students=students, seed=seed, district=DISTRICT)
     changes = build_change_set(roster.tables, BULK, {entity: empty_state() for entity in ENTITIES})
+    if ids == "uuid":
+        changes = _with_uuid_ids(changes)
     token = secrets.token_urlsafe(16)
-    print(f"(a) {students:,} students: {len(changes):,} records to create, batches of {batch_size}, {concurrency} in flight", flush=True)
+    print(f"(a) {students:,} students: {len(changes):,} records to create ({ids} sourcedIds), batches of {batch_size}, "
+          f"{concurrency} in flight", flush=True)
     # Each side gets a fresh LMS (its own process and database), so both apply to an empty one.
     with _sandbox_lms_process(work / "lms-a-sync.db", token) as (url, pid):
         ledger = SyncLedger(work / "ledger-a.db")
@@ -234,10 +256,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--ids", choices=("sequential", "uuid"), default="sequential",
+                        help="sourcedIds of run (a): the generator's sequential ones, or random UUIDs")
     args = parser.parse_args(argv)
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="rostersync-lms-bench-") as tmp:
-        throughput(args.students, args.seed, args.batch_size, args.concurrency, Path(tmp), results)
+        throughput(args.students, args.seed, args.batch_size, args.concurrency, args.ids, Path(tmp), results)
         requests_per_change(args.nightly_students, args.seed, args.batch_size, args.concurrency, Path(tmp), results)
     print(f"peak RSS {peak_rss_mib():,.0f} MiB")
 
