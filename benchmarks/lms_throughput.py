@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,7 +55,7 @@ from rostersync_assets.sandbox.generator import generate_district, next_night
 from rostersync_assets.sandbox.lms_app import SandboxLmsStore
 from rostersync_assets.sync.diff import STATE_COLUMNS, build_change_set, empty_state
 from rostersync_assets.sync.push import (
-    DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, BatchAnswer, PlannedBatch, PushSummary, plan_batches, push_changes,
+    DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, BatchAnswer, Exchange, PlannedBatch, PushSummary, plan_batches, push_changes,
 )
 
 DISTRICT = "bench-district"
@@ -82,27 +82,38 @@ def _operations(batch: PlannedBatch) -> list[LmsOperation]:
     return [LmsOperation(c.lms_op, c.sourced_id, c.record) for c in batch.changes]
 
 
-def _sync(url: str, token: str, ledger: SyncLedger, changes: pd.DataFrame, delivery_id: str, batch_size: int, concurrency: int):
-    """The `lms_sync_results` loop without Dagster: plan, send concurrently over HTTP, record each batch.
+@dataclass
+class LedgerWrites:
+    """The sync's ledger transactions: how many, and their seconds on the push loop's thread."""
 
-    Returns the push summary and the seconds spent in ledger writes (on the loop's own thread).
-    """
-    ledger_s = [0.0]
+    count: int = 0
+    seconds: float = 0.0
+
+
+def _sync(
+    url: str, token: str, ledger: SyncLedger, changes: pd.DataFrame, delivery_id: str, batch_size: int, concurrency: int
+) -> tuple[PushSummary, LedgerWrites]:
+    """The `lms_sync_results` loop without Dagster: plan, send concurrently over HTTP, record what is answered."""
+    writes = LedgerWrites()
     with LmsClient(url, token) as client:
 
         def send(batch: PlannedBatch) -> BatchAnswer:
             results = client.send_batch(DISTRICT, batch.entity, _operations(batch), batch.idempotency_key)
             return BatchAnswer([(r.status, r.error) for r in results], replayed=results.replayed)
 
-        def record(batch: PlannedBatch, statuses: list[tuple[str, str | None]]) -> None:
-            context = BatchContext(run_id="bench", district=DISTRICT, delivery_id=delivery_id, archive_uri="",
-                                   entity=batch.entity, idempotency_key=batch.idempotency_key)
+        def record(exchanges: Sequence[Exchange]) -> None:
+            answered = [
+                (BatchContext(run_id="bench", district=DISTRICT, delivery_id=delivery_id, archive_uri="",
+                              entity=batch.entity, idempotency_key=batch.idempotency_key), batch.changes, statuses)
+                for batch, statuses in exchanges
+            ]
             started = time.perf_counter()
-            ledger.record_batch(context, batch.changes, statuses)
-            ledger_s[0] += time.perf_counter() - started
+            ledger.record_batches(answered)
+            writes.seconds += time.perf_counter() - started
+            writes.count += 1
 
         batches = plan_batches(changes, district=DISTRICT, delivery_id=delivery_id, batch_size=batch_size)
-        return push_changes(batches, send=send, record=record, concurrency=concurrency), ledger_s[0]
+        return push_changes(batches, send=send, record=record, concurrency=concurrency), writes
 
 
 def _raw_http(url: str, token: str, changes: pd.DataFrame, delivery_id: str, batch_size: int, concurrency: int) -> Callable[[], tuple[int, bool]]:
@@ -204,7 +215,7 @@ def throughput(students: int, seed: int, batch_size: int, concurrency: int, ids:
         outcome: dict[str, object] = {}
 
         def sync() -> int:
-            outcome["summary"], outcome["ledger_s"] = _sync(url, token, ledger, changes, "night-1", batch_size, concurrency)
+            outcome["summary"], outcome["writes"] = _sync(url, token, ledger, changes, "night-1", batch_size, concurrency)
             return len(changes)
 
         synced = _measured(pid, sync)
@@ -213,9 +224,10 @@ def throughput(students: int, seed: int, batch_size: int, concurrency: int, ids:
         send_all = _raw_http(raw_url, token, changes, "night-1", batch_size, concurrency)
         ceiling = _measured(raw_pid, lambda: _sent(send_all, replayed=False))
         replay = _measured(raw_pid, lambda: _sent(send_all, replayed=True))
-    summary = outcome["summary"]
+    summary, writes = outcome["summary"], outcome["writes"]
     assert isinstance(summary, PushSummary) and summary.failed == 0 and summary.total("created") == len(changes)
-    print(synced.line("sync") + f"; ledger writes {outcome['ledger_s']:.2f} s of its time")
+    assert isinstance(writes, LedgerWrites)
+    print(synced.line("sync") + f"; ledger: {writes.seconds:.2f} s of it, {writes.count} transactions for {summary.batches} batches")
     print(ceiling.line("raw HTTP ceiling"))
     print(replay.line("replay (reference)"))
     ratio = synced.rate / ceiling.rate

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import secrets
 import tempfile
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from rostersync_assets.oneroster.validate import validate_package
 from rostersync_assets.sandbox.generator import DistrictRoster, generate_district, next_night, write_delivery
 from rostersync_assets.sandbox.lms_server import running_sandbox_lms
 from rostersync_assets.sync.diff import build_change_set
-from rostersync_assets.sync.push import BatchAnswer, PlannedBatch, plan_batches, push_changes
+from rostersync_assets.sync.push import BatchAnswer, Exchange, PlannedBatch, plan_batches, push_changes
 
 DISTRICT = "bench-district"
 
@@ -48,8 +49,11 @@ def _night(label: str, roster: DistrictRoster, work: Path, ledger: SyncLedger, c
         results = client.send_batch(DISTRICT, batch.entity, operations, batch.idempotency_key)
         return BatchAnswer([(r.status, r.error) for r in results], replayed=results.replayed)
 
-    def record(batch: PlannedBatch, statuses: list[tuple[str, str | None]]) -> None:
-        ledger.record_batch(BatchContext("bench", DISTRICT, label, "", batch.entity, batch.idempotency_key), batch.changes, statuses)
+    def record(exchanges: Sequence[Exchange]) -> None:
+        ledger.record_batches([
+            (BatchContext("bench", DISTRICT, label, "", batch.entity, batch.idempotency_key), batch.changes, statuses)
+            for batch, statuses in exchanges
+        ])
 
     with timed(f"{label}: push {len(changes):,} changes", results):
         summary = push_changes(plan_batches(changes, district=DISTRICT, delivery_id=label), send=send, record=record)

@@ -94,6 +94,20 @@ def test_a_failing_state_write_rolls_back_the_batchs_ledger_rows(ledger):
         assert conn.execute(sa.text("SELECT count(*) FROM ledger_batches")).scalar() == 0
 
 
+def test_batches_recorded_together_commit_together(ledger):
+    second = BatchContext("r1", "lincoln-usd", "d1", "file:///a/users.csv", "users", "k2")
+    broken = change("create", "u2")._replace(school=None)  # NOT NULL: the second batch's state write fails
+    with pytest.raises(sa.exc.IntegrityError):
+        ledger.record_batches([(CONTEXT, [change("create", "u1")], [("created", None)]), (second, [broken], [("created", None)])])
+    assert ledger.history("lincoln-usd", "u1") == [] and ledger.load_state("lincoln-usd", "users").empty
+    acks = ledger.record_batches([
+        (CONTEXT, [change("create", "u1")], [("created", None)]),
+        (second, [change("create", "u2"), change("create", "u3")], [("created", None), ("error", "rejected")]),
+    ])
+    assert acks == 2 and sorted(ledger.load_state("lincoln-usd", "users")["sourcedId"]) == ["u1", "u2"]
+    assert [h["idempotency_key"] for h in ledger.history("lincoln-usd", "u3")] == ["k2"]
+
+
 def test_runs_list_syncs_newest_first_with_counts(ledger):
     ledger.record_batch(CONTEXT, [change("create", "u1"), change("create", "u2")], [("created", None), ("error", "rejected")])
     second = BatchContext("r2", "lincoln-usd", "d2", "file:///b/users.csv", "users", "k2")

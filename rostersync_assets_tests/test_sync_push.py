@@ -89,8 +89,8 @@ def test_push_records_each_group_before_sending_the_next_and_stops_on_error():
             raise RuntimeError("LMS down")
         return created(batch)
 
-    def record(batch, statuses):
-        log.append(f"record {batch.number}")
+    def record(exchanges):
+        log.extend(f"record {batch.number}" for batch, _ in exchanges)
 
     with pytest.raises(RuntimeError):
         push_changes(plan_batches(changes(ROWS), district="d", delivery_id="x", batch_size=2), send=send, record=record)
@@ -107,13 +107,39 @@ def test_the_next_batch_of_a_group_is_sent_while_the_last_answer_is_recorded():
         next_sent[batch.number].set()
         return created(batch)
 
-    def record(batch, statuses):
+    def record(exchanges):
+        [(batch, _)] = exchanges  # one in flight at a time: one batch per write
         if batch.number < 2:  # the LMS already works on the next batch while this one is written
             assert next_sent[batch.number + 1].wait(timeout=5)
 
     summary = push_changes(plan_batches(changes(rows), district="d", delivery_id="x", batch_size=2), send=send, record=record)
 
     assert summary.batches == 3
+
+
+def test_batches_answered_while_the_ledger_writes_are_recorded_together_in_one_write():
+    rows = [("users", "create", f"u{n}") for n in range(6)]
+    release, answered = threading.Event(), threading.Semaphore(0)
+
+    def send(batch):
+        if batch.number > 0:  # answered only once the first batch's write has begun
+            assert release.wait(timeout=5)
+            answered.release()
+        return created(batch)
+
+    writes = []
+
+    def record(exchanges):
+        writes.append([batch.number for batch, _ in exchanges])
+        if len(writes) == 1:  # a slow ledger: both other batches are answered meanwhile
+            release.set()
+            assert answered.acquire(timeout=5) and answered.acquire(timeout=5)
+            time.sleep(0.2)  # and their futures are done before the loop looks again
+
+    summary = push_changes(plan_batches(changes(rows), district="d", delivery_id="x", batch_size=2), send=send, record=record, concurrency=3)
+
+    assert writes == [[0], [1, 2]] or writes == [[0], [2, 1]]
+    assert summary.batches == 3 and summary.total("created") == 6
 
 
 def test_concurrent_batches_stay_within_the_bound_and_groups_go_parents_first():
@@ -131,9 +157,9 @@ def test_concurrent_batches_stay_within_the_bound_and_groups_go_parents_first():
             in_flight[0] -= 1
         return created(batch)
 
-    def record(batch, statuses):
+    def record(exchanges):
         assert threading.current_thread() is threading.main_thread()
-        events.append(("record", batch.entity, batch.changes[0].lms_op))
+        events.extend(("record", batch.entity, batch.changes[0].lms_op) for batch, _ in exchanges)
 
     summary = push_changes(plan_batches(changes(rows), district="d", delivery_id="x", batch_size=2), send=send, record=record, concurrency=3)
 
@@ -161,7 +187,7 @@ def test_a_failure_stops_sending_but_records_the_batches_already_in_flight():
         push_changes(
             plan_batches(changes(rows), district="d", delivery_id="x", batch_size=2),
             send=send,
-            record=lambda b, s: recorded.append(b.number),
+            record=lambda exchanges: recorded.extend(b.number for b, _ in exchanges),
             concurrency=3,
         )
     assert sorted(sent) == [0, 1, 2] and sorted(recorded) == [1, 2]
@@ -179,7 +205,7 @@ def test_stale_errors_in_a_replayed_answer_are_sent_again_under_a_derived_key():
         return created(sent)
 
     recorded = []
-    summary = push_changes([batch], send=send, record=lambda b, s: recorded.append((b.idempotency_key, s)))
+    summary = push_changes([batch], send=send, record=lambda exchanges: recorded.extend((b.idempotency_key, s) for b, s in exchanges))
 
     key = batch.idempotency_key
     assert exchanges == [(key, ["u0", "u1", "u2"]), (f"{key}.1", ["u1"])]
@@ -191,7 +217,7 @@ def test_summary_counts_statuses_per_entity_and_samples_rejected_ids():
     def send(batch):
         return BatchAnswer([("error", "rejected") if c.sourced_id == "u2" else ("created", None) for c in batch.changes])
 
-    summary = push_changes(plan_batches(changes(ROWS[:3]), district="d", delivery_id="x"), send=send, record=lambda b, s: None)
+    summary = push_changes(plan_batches(changes(ROWS[:3]), district="d", delivery_id="x"), send=send, record=lambda exchanges: None)
     assert summary.batches == 2
     assert summary.total("created") == 2 and summary.failed == 1
     assert summary.by_entity["users"]["error"] == 1
@@ -202,7 +228,7 @@ def test_batch_size_and_concurrency_must_be_positive():
     with pytest.raises(ValueError):
         list(plan_batches(changes(ROWS), district="d", delivery_id="x", batch_size=0))
     with pytest.raises(ValueError):
-        push_changes([], send=created, record=lambda b, s: None, concurrency=0)
+        push_changes([], send=created, record=lambda exchanges: None, concurrency=0)
 
 
 # --- against the sandbox LMS over HTTP, with the real client and ledger --------------------------------
@@ -229,9 +255,12 @@ def sync(lms: SandboxLms, ledger: SyncLedger, frame: pd.DataFrame, *, run_id: st
             results = client.send_batch(TENANT, batch.entity, operations, batch.idempotency_key)
             return BatchAnswer([(r.status, r.error) for r in results], replayed=results.replayed)
 
-        def record(batch, statuses):
-            context = BatchContext(run_id=run_id, district="lincoln-usd", delivery_id="d1", archive_uri="", entity=batch.entity, idempotency_key=batch.idempotency_key)
-            ledger.record_batch(context, batch.changes, statuses)
+        def record(exchanges):
+            ledger.record_batches([
+                (BatchContext(run_id=run_id, district="lincoln-usd", delivery_id="d1", archive_uri="", entity=batch.entity,
+                              idempotency_key=batch.idempotency_key), batch.changes, statuses)
+                for batch, statuses in exchanges
+            ])
 
         return push_changes(plan_batches(frame, district="lincoln-usd", delivery_id="d1", batch_size=25), send=send, record=record, concurrency=4)
 

@@ -138,6 +138,10 @@ class BatchContext:
     archive_sha256: str = ""
 
 
+# One answered batch: where it came from, its changes, and the LMS's (status, error) per change.
+AnsweredBatch = tuple[BatchContext, Sequence[PlannedChange], Sequence[tuple[str, str | None]]]
+
+
 @dataclass(frozen=True)
 class Approval:
     """An explicit release of a held change set, naming the delivery it releases."""
@@ -267,46 +271,31 @@ class SyncLedger:
     def record_batch(
         self, context: BatchContext, changes: Sequence[PlannedChange], statuses: Sequence[tuple[str, str | None]]
     ) -> int:
-        """Append one ledger row per change and advance the state of acknowledged ones; returns acks.
+        """One answered batch: `record_batches` with a single item."""
+        return self.record_batches([(context, changes, statuses)])
 
-        Record contents never enter the ledger: it keeps ids, hashes and the LMS's answer. A
+    def record_batches(self, batches: Sequence[AnsweredBatch]) -> int:
+        """Append one ledger row per change and advance the state of acknowledged ones, for every
+        batch given, in ONE transaction; returns the acknowledged records.
+
+        Several batches per transaction cost one commit instead of several: with random sourcedIds a
+        commit writes out about a page per record per index, and batches answered together share
+        them. Record contents never enter the ledger: it keeps ids, hashes and the LMS's answer. A
         deactivation keeps the record's last hash, school and natural key in the state, so id-churn
         and per-school checks can still judge it later.
 
-        `statuses` holds the LMS's (status, error) per change, in the same order.
+        Each item is (context, changes, statuses), `statuses` holding the LMS's (status, error) per
+        change, in the same order.
         """
-        if len(changes) != len(statuses):
-            raise ValueError(f"{len(changes)} changes but {len(statuses)} LMS results")
         now = _now()
-        entity_file = f"{context.entity}.csv"
-        entries = []
-        # By sourcedId: one statement may not upsert a row twice (PostgreSQL refuses); the last change wins.
-        upserts: dict[str, tuple] = {}
-        deactivations: dict[str, tuple] = {}
-        for position, (change, (status, error)) in enumerate(zip(changes, statuses)):
-            entries.append((
-                position, change.source_file or entity_file, change.line, change.sourced_id, change.op,
-                change.hash_before, change.hash_after, status, error,
-            ))
-            if status not in ACKNOWLEDGED:
-                continue
-            deactivating = change.lms_op == "deactivate"
-            (deactivations if deactivating else upserts)[change.sourced_id] = (
-                context.district, context.entity, change.sourced_id,
-                change.hash_before if deactivating else change.hash_after,
-                0 if deactivating else 1, context.delivery_id, now, change.school, change.natural_key,
-            )
-        batch = {
-            "at": now, "run_id": context.run_id, "district": context.district, "delivery_id": context.delivery_id,
-            "archive_uri": context.archive_uri, "archive_sha256": context.archive_sha256, "entity": context.entity,
-            "idempotency_key": context.idempotency_key,
-        }
+        rows = [_batch_rows(context, changes, statuses, now) for context, changes, statuses in batches]
         with self._engine.begin() as conn:
-            batch_id = conn.execute(ledger_batches.insert(), batch).inserted_primary_key[0]
-            self._insert_entries.execute(conn, [(batch_id, *entry) for entry in entries])
-            self._upsert_state.execute(conn, list(upserts.values()))
-            self._deactivate_state.execute(conn, list(deactivations.values()))
-        return len(upserts) + len(deactivations)
+            for batch, entries, upserts, deactivations in rows:
+                batch_id = conn.execute(ledger_batches.insert(), batch).inserted_primary_key[0]
+                self._insert_entries.execute(conn, [(batch_id, *entry) for entry in entries])
+                self._upsert_state.execute(conn, upserts)
+                self._deactivate_state.execute(conn, deactivations)
+        return sum(len(upserts) + len(deactivations) for _, _, upserts, deactivations in rows)
 
     def history(self, district: str, sourced_id: str) -> list[dict[str, object]]:
         """Every ledger row of one record of a district, newest first."""
@@ -381,6 +370,39 @@ class SyncLedger:
         query = sa.select(*fields).where(where).order_by(approvals.c.id.desc()).limit(limit)
         with self._engine.connect() as conn:
             return [Approval(**row) for row in conn.execute(query).mappings()]
+
+
+def _batch_rows(
+    context: BatchContext, changes: Sequence[PlannedChange], statuses: Sequence[tuple[str, str | None]], now: str
+) -> tuple[dict[str, object], list[tuple], list[tuple], list[tuple]]:
+    """One answered batch as rows: its `ledger_batches` row, its entries (without batch id), and the
+    state rows its acknowledged upserts and deactivations write."""
+    if len(changes) != len(statuses):
+        raise ValueError(f"{len(changes)} changes but {len(statuses)} LMS results")
+    entity_file = f"{context.entity}.csv"
+    entries = []
+    # By sourcedId: one statement may not upsert a row twice (PostgreSQL refuses); the last change wins.
+    upserts: dict[str, tuple] = {}
+    deactivations: dict[str, tuple] = {}
+    for position, (change, (status, error)) in enumerate(zip(changes, statuses)):
+        entries.append((
+            position, change.source_file or entity_file, change.line, change.sourced_id, change.op,
+            change.hash_before, change.hash_after, status, error,
+        ))
+        if status not in ACKNOWLEDGED:
+            continue
+        deactivating = change.lms_op == "deactivate"
+        (deactivations if deactivating else upserts)[change.sourced_id] = (
+            context.district, context.entity, change.sourced_id,
+            change.hash_before if deactivating else change.hash_after,
+            0 if deactivating else 1, context.delivery_id, now, change.school, change.natural_key,
+        )
+    batch = {
+        "at": now, "run_id": context.run_id, "district": context.district, "delivery_id": context.delivery_id,
+        "archive_uri": context.archive_uri, "archive_sha256": context.archive_sha256, "entity": context.entity,
+        "idempotency_key": context.idempotency_key,
+    }
+    return batch, entries, list(upserts.values()), list(deactivations.values())
 
 
 def _now() -> str:

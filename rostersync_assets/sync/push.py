@@ -7,8 +7,10 @@ the loop here keeps its rules testable on their own:
   operation) go in the change set's apply order: a group starts only when the previous one is
   acknowledged and recorded, so parents are written before children. Within a group up to
   `concurrency` batches are in flight at once.
-- Each batch's outcome is handed to `record` (one atomic ledger write that also advances the sync
-  state) on the calling thread, as soon as it arrives.
+- Batches' outcomes are handed to `record` (one atomic ledger write that also advances the sync
+  state) on the calling thread as they arrive: every batch answered since the last write goes in the
+  same write, so when the ledger is slower than the LMS, one commit serves several batches (with
+  random sourcedIds each commit rewrites a page per record per index: fewer commits, fewer pages).
 - The idempotency key is derived from district, delivery, entity and the batch's content, not its
   position: a resumed run re-plans only what was not acknowledged, and because every batch but a
   group's last is full, dropping whole acknowledged batches leaves the others cut exactly as before,
@@ -204,12 +206,13 @@ def push_changes(
     batches: Iterable[PlannedBatch],
     *,
     send: Callable[[PlannedBatch], BatchAnswer],
-    record: Callable[[PlannedBatch, Statuses], None],
+    record: Callable[[Sequence[Exchange]], None],
     concurrency: int = 1,
 ) -> PushSummary:
-    """Send batches (up to `concurrency` at once within a group), recording each outcome as it arrives.
+    """Send batches (up to `concurrency` at once within a group), recording outcomes as they arrive.
 
-    `send` runs on worker threads and must be thread-safe; `record` runs on the calling thread.
+    `send` runs on worker threads and must be thread-safe; `record` runs on the calling thread and
+    must write all the (batch, statuses) it is given atomically.
     When a batch fails for good, no further batch is sent, the ones in flight are awaited and
     recorded (they may have been applied), and the first error is raised: all acknowledged work
     is kept for the next run.
@@ -228,7 +231,7 @@ def _push_group(
     pool: ThreadPoolExecutor,
     concurrency: int,
     send: Callable[[PlannedBatch], BatchAnswer],
-    record: Callable[[PlannedBatch, Statuses], None],
+    record: Callable[[Sequence[Exchange]], None],
     summary: PushSummary,
 ) -> None:
     """One group to the end (or to its first failure): every batch sent has been recorded on return.
@@ -256,9 +259,10 @@ def _push_group(
             except Exception as exc:  # kept, and raised once the batches in flight are recorded
                 failure = failure or exc
         refill()
+        if finished:
+            record([exchange for exchanges in finished for exchange in exchanges])
         for exchanges in finished:
             for index, (sent, statuses) in enumerate(exchanges):
-                record(sent, statuses)
                 summary.add(sent, statuses, final=index == len(exchanges) - 1)
     if failure is not None:
         raise failure

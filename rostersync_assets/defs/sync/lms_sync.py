@@ -2,6 +2,7 @@
 
 
 import time
+from collections.abc import Sequence
 
 import dagster as dg
 import pandas as pd
@@ -11,7 +12,7 @@ from rostersync_assets.connectors.lms_client import LmsOperation
 from rostersync_assets.defs.partitions import OWNERS, districts_partitions
 from rostersync_assets.defs.resources import HomeResource, LedgerResource, LmsResource
 from rostersync_assets.defs.sync.preview import preview_result
-from rostersync_assets.sync.push import BatchAnswer, PlannedBatch, PushSummary, plan_batches, push_changes
+from rostersync_assets.sync.push import BatchAnswer, Exchange, PlannedBatch, PushSummary, plan_batches, push_changes
 
 
 def _operations(batch: PlannedBatch) -> list[LmsOperation]:
@@ -48,6 +49,7 @@ def lms_sync_results(
     if district.sync.preview:
         return preview_result(context, roster_changes, district.slug, delivery_id)
     uris = {f["name"]: f["uri"] for f in archived_roster_delivery["files"]}
+    sha256s = {f["name"]: f["sha256"] for f in archived_roster_delivery["files"]}
     store = ledger.open()
     started = time.monotonic()
     with lms.client() as client:
@@ -56,22 +58,16 @@ def lms_sync_results(
             results = client.send_batch(district.lms_tenant, batch.entity, _operations(batch), batch.idempotency_key)
             return BatchAnswer([(r.status, r.error) for r in results], replayed=results.replayed)
 
-        def record(batch: PlannedBatch, statuses: list[tuple[str, str | None]]) -> None:
-            store.record_batch(
-                BatchContext(
-                    run_id=context.run.run_id,
-                    district=district.slug,
-                    delivery_id=delivery_id,
-                    archive_uri=uris.get(f"{batch.entity}.csv", ""),
-                    archive_sha256=next(
-                        (f["sha256"] for f in archived_roster_delivery["files"] if f["name"] == f"{batch.entity}.csv"), ""
-                    ),
-                    entity=batch.entity,
-                    idempotency_key=batch.idempotency_key,
-                ),
-                batch.changes,
-                statuses,
+        def batch_context(batch: PlannedBatch) -> BatchContext:
+            archived = f"{batch.entity}.csv"
+            return BatchContext(
+                run_id=context.run.run_id, district=district.slug, delivery_id=delivery_id,
+                archive_uri=uris.get(archived, ""), archive_sha256=sha256s.get(archived, ""),
+                entity=batch.entity, idempotency_key=batch.idempotency_key,
             )
+
+        def record(exchanges: Sequence[Exchange]) -> None:
+            store.record_batches([(batch_context(batch), batch.changes, statuses) for batch, statuses in exchanges])
 
         summary = push_changes(
             plan_batches(roster_changes, district=district.slug, delivery_id=delivery_id, batch_size=lms.batch_size),
