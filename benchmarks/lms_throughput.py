@@ -201,7 +201,10 @@ def _with_uuid_ids(changes: pd.DataFrame) -> pd.DataFrame:
                           record=pd.Series(records, index=changes.index, dtype="str"))
 
 
-def throughput(students: int, seed: int, batch_size: int, concurrency: int, ids: str, work: Path, results: dict[str, float]) -> None:
+def throughput(
+    students: int, seed: int, batch_size: int, concurrency: int, ids: str, ledger_url: str | None, work: Path,
+    results: dict[str, float],
+) -> None:
     roster = generate_district(students=students, seed=seed, district=DISTRICT)
     changes = build_change_set(roster.tables, BULK, {entity: empty_state() for entity in ENTITIES})
     if ids == "uuid":
@@ -211,7 +214,7 @@ def throughput(students: int, seed: int, batch_size: int, concurrency: int, ids:
           f"{concurrency} in flight", flush=True)
     # Each side gets a fresh LMS (its own process and database), so both apply to an empty one.
     with _sandbox_lms_process(work / "lms-a-sync.db", token) as (url, pid):
-        ledger = SyncLedger(work / "ledger-a.db")
+        ledger = SyncLedger(ledger_url or work / "ledger-a.db")
         outcome: dict[str, object] = {}
 
         def sync() -> int:
@@ -270,10 +273,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--ids", choices=("sequential", "uuid"), default="sequential",
                         help="sourcedIds of run (a): the generator's sequential ones, or random UUIDs")
+    parser.add_argument("--ledger-url", help="the ledger of run (a) (SQLAlchemy URL of an EMPTY database); "
+                        "default: a SQLite file in a temporary folder")
     args = parser.parse_args(argv)
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="rostersync-lms-bench-") as tmp:
-        throughput(args.students, args.seed, args.batch_size, args.concurrency, args.ids, Path(tmp), results)
+        throughput(args.students, args.seed, args.batch_size, args.concurrency, args.ids, args.ledger_url, Path(tmp), results)
         requests_per_change(args.nightly_students, args.seed, args.batch_size, args.concurrency, Path(tmp), results)
     print(f"peak RSS {peak_rss_mib():,.0f} MiB")
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import psycopg
 import pyarrow as pa
 import sqlalchemy as sa
 from adbc_driver_postgresql import dbapi as adbc_postgresql
@@ -194,11 +196,20 @@ class SyncLedger:
             _split_wide_ledger(conn)
             _create_ledger_view(conn)
         dialect = self._engine.dialect
-        self._insert_entries = _RowsInsert(dialect, _ENTRY_KEYS, lambda rows: ledger_entries.insert().values(rows))
-        self._upsert_state = _RowsInsert(dialect, _STATE_KEYS, lambda rows: _state_upsert(dialect, rows, keep=()))
-        self._deactivate_state = _RowsInsert(
-            dialect, _STATE_KEYS, lambda rows: _state_upsert(dialect, rows, keep=("school", "natural_key"))
-        )
+        # How a batch's rows go in: see _RowsInsert (SQLite) and _CopyRows (PostgreSQL).
+        self._insert_entries: _RowsWriter
+        self._upsert_state: _RowsWriter
+        self._deactivate_state: _RowsWriter
+        if dialect.name == "sqlite":
+            self._insert_entries = _RowsInsert(dialect, _ENTRY_KEYS, lambda rows: ledger_entries.insert().values(rows))
+            self._upsert_state = _RowsInsert(dialect, _STATE_KEYS, lambda rows: _state_upsert(dialect, keep=(), rows=rows))
+            self._deactivate_state = _RowsInsert(
+                dialect, _STATE_KEYS, lambda rows: _state_upsert(dialect, keep=_KEPT_ON_DEACTIVATION, rows=rows)
+            )
+        else:
+            self._insert_entries = _CopyRows(ledger_entries.name, _ENTRY_KEYS)
+            self._upsert_state = _CopyRows(_STATE_STAGING, _STATE_KEYS, then=_staged_upsert_sql(dialect, keep=()))
+            self._deactivate_state = _CopyRows(_STATE_STAGING, _STATE_KEYS, then=_staged_upsert_sql(dialect, keep=_KEPT_ON_DEACTIVATION))
 
     def __repr__(self) -> str:
         return f"SyncLedger({masked(self.url)!r})"
@@ -468,9 +479,12 @@ def _create_ledger_view(conn: sa.Connection) -> None:
     conn.execute(sa.text(f"{create} ledger AS {select}"))
 
 
-def _state_upsert(dialect: sa.Dialect, rows: list[dict], keep: tuple[str, ...]) -> sa.Insert:
-    """Insert or overwrite state rows; columns in `keep` keep their stored value on overwrite."""
-    insert = (postgresql.insert if dialect.name == "postgresql" else sqlite.insert)(sync_state).values(rows)
+def _state_upsert(
+    dialect: sa.Dialect, keep: tuple[str, ...], *, rows: list[dict] | None = None, select: sa.Select | None = None
+) -> sa.Insert:
+    """Insert or overwrite state rows (`rows`, or what `select` reads); columns in `keep` keep their stored value on overwrite."""
+    insert = (postgresql.insert if dialect.name == "postgresql" else sqlite.insert)(sync_state)
+    insert = insert.values(rows) if select is None else insert.from_select([c.name for c in sync_state.columns], select)
     updated = [c.name for c in sync_state.columns if not c.primary_key and c.name not in keep]
     return insert.on_conflict_do_update(
         index_elements=[c.name for c in sync_state.primary_key],
@@ -482,13 +496,59 @@ _ENTRY_KEYS = [c.name for c in ledger_entries.columns]
 _STATE_KEYS = [c.name for c in sync_state.columns]
 
 
-# Rows per statement: 500 entries of 10 columns are 5,000 parameters, well within SQLite's 32,766 and
-# PostgreSQL's 65,535.
+# A deactivation keeps the record's last school and natural key in the state.
+_KEPT_ON_DEACTIVATION = ("school", "natural_key")
+# Rows per statement: 500 entries of 10 columns are 5,000 parameters, well within SQLite's 32,766.
 _ROWS_PER_STATEMENT = 500
+# PostgreSQL: state rows are copied here, then upserted into sync_state in one INSERT ... SELECT. A
+# temporary table lives as long as its connection and is seen by it alone; emptied after each use.
+_STATE_STAGING = "sync_state_incoming"
+_staging = sa.Table(_STATE_STAGING, sa.MetaData(), *(sa.Column(c.name, c.type) for c in sync_state.columns))
+
+
+class _RowsWriter(Protocol):
+    def execute(self, conn: sa.Connection, rows: Sequence[tuple]) -> None: ...
+
+
+def _staged_upsert_sql(dialect: sa.Dialect, keep: tuple[str, ...]) -> str:
+    select = sa.select(*(_staging.c[c.name] for c in sync_state.columns))
+    return str(_state_upsert(dialect, keep, select=select).compile(dialect=dialect))
+
+
+class _CopyRows:
+    """PostgreSQL: rows go in by COPY, then (for the state) one upsert from the staging table.
+
+    Measured per row on the client: COPY 1.2 µs, executemany 13 µs, a 500-row VALUES statement 22–26 µs
+    (psycopg parses a statement that long again on every call).
+    """
+
+    def __init__(self, table: str, keys: list[str], then: str | None = None) -> None:
+        self._copy = f"COPY {table} ({', '.join(keys)}) FROM STDIN"
+        self._then = then
+        self._empty = f"DELETE FROM {table}"
+
+    def execute(self, conn: sa.Connection, rows: Sequence[tuple]) -> None:
+        if not rows:
+            return
+        if self._then is not None:  # every time: a rolled-back transaction takes a table it created with it
+            conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STATE_STAGING} (LIKE sync_state INCLUDING DEFAULTS)"
+                " ON COMMIT DELETE ROWS"
+            )
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cursor.copy(self._copy) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            if self._then is not None:
+                cursor.execute(self._then)
+                cursor.execute(self._empty)
+        except psycopg.Error as error:  # the raw cursor's errors as SQLAlchemy raises them elsewhere
+            raise sa.exc.DBAPIError.instance(self._copy, None, error, psycopg.Error) from error
 
 
 class _RowsInsert:
-    """An INSERT of many rows as ONE statement with a positional parameter per value, compiled once per row count.
+    """SQLite: an INSERT of many rows as ONE statement with a positional parameter per value, compiled once per row count.
 
     One statement per batch, not the driver's executemany (a statement per row): Python's sqlite3
     releases the GIL around every statement it steps and must win it back afterwards, and with the
@@ -499,8 +559,7 @@ class _RowsInsert:
     """
 
     def __init__(self, dialect: sa.Dialect, keys: list[str], statement: Callable[[list[dict]], sa.Insert]) -> None:
-        # The same dialect with positional placeholders: `?` for sqlite3, `%s` for psycopg.
-        self._dialect = type(dialect)(paramstyle="qmark" if dialect.name == "sqlite" else "format")
+        self._dialect = type(dialect)(paramstyle="qmark")  # the same dialect with positional placeholders
         self._keys = keys
         self._statement = statement
         self._compiled: dict[int, str] = {}  # row count -> SQL
