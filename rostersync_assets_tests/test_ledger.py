@@ -108,6 +108,20 @@ def test_batches_recorded_together_commit_together(ledger):
     assert [h["idempotency_key"] for h in ledger.history("lincoln-usd", "u3")] == ["k2"]
 
 
+def test_batches_of_one_write_change_the_state_in_their_order(ledger):
+    ledger.record_batch(CONTEXT, [change("create", "u1")], [("created", None)])
+    second, third = (BatchContext("r1", "lincoln-usd", "d1", "file:///a/users.csv", "users", key) for key in ("k2", "k3"))
+    ledger.record_batches([  # deactivated, then reactivated with a new hash and school, in one transaction
+        (CONTEXT, [change("deactivate", "u1", before="h1", after="", school="", natural_key="")], [("deactivated", None)]),
+        (second, [change("reactivate", "u1", before="h1", after="h2", school="s2")], [("updated", None)]),
+        (third, [change("create", "u2"), change("update", "u1", before="h2", after="h3", school="s3")], [("created", None), ("updated", None)]),
+    ])
+    assert ledger.load_state("lincoln-usd", "users").sort_values("sourcedId").to_dict("records") == [
+        {"sourcedId": "u1", "content_hash": "h3", "active": True, "school": "s3"},
+        {"sourcedId": "u2", "content_hash": "h1", "active": True, "school": "s1"},
+    ]
+
+
 def test_runs_list_syncs_newest_first_with_counts(ledger):
     ledger.record_batch(CONTEXT, [change("create", "u1"), change("create", "u2")], [("created", None), ("error", "rejected")])
     second = BatchContext("r2", "lincoln-usd", "d2", "file:///b/users.csv", "users", "k2")

@@ -157,13 +157,16 @@ def test_concurrent_batches_stay_within_the_bound_and_groups_go_parents_first():
             in_flight[0] -= 1
         return created(batch)
 
+    writers = set()
+
     def record(exchanges):
-        assert threading.current_thread() is threading.main_thread()
+        writers.add(threading.current_thread().name)  # the ledger is written from one thread, one write at a time
         events.extend(("record", batch.entity, batch.changes[0].lms_op) for batch, _ in exchanges)
 
     summary = push_changes(plan_batches(changes(rows), district="d", delivery_id="x", batch_size=2), send=send, record=record, concurrency=3)
 
     assert peak[0] == 3 and summary.batches == 4 + 5 + 3 and summary.total("created") == len(rows)
+    assert len(writers) == 1 and threading.main_thread().name not in writers
     groups = [("orgs", "upsert"), ("users", "upsert"), ("users", "deactivate")]
     for earlier, later in zip(groups, groups[1:]):
         last_record = max(i for i, e in enumerate(events) if e == ("record", *earlier))
@@ -191,6 +194,25 @@ def test_a_failure_stops_sending_but_records_the_batches_already_in_flight():
             concurrency=3,
         )
     assert sorted(sent) == [0, 1, 2] and sorted(recorded) == [1, 2]
+
+
+def test_a_failed_ledger_write_stops_sending_and_is_raised():
+    rows = [("users", "create", f"u{n}") for n in range(10)]
+    sent, written = [], []
+
+    def send(batch):
+        sent.append(batch.number)
+        return created(batch)
+
+    def record(exchanges):
+        if any(batch.number == 1 for batch, _ in exchanges):
+            raise RuntimeError("ledger down")
+        written.extend(batch.number for batch, _ in exchanges)
+
+    with pytest.raises(RuntimeError, match="ledger down"):
+        push_changes(plan_batches(changes(rows), district="d", delivery_id="x", batch_size=2), send=send, record=record)
+    # 2 was sent while 1 was being written (one answered batch may wait for the ledger), then nothing more
+    assert written == [0] and sent == [0, 1, 2]
 
 
 def test_stale_errors_in_a_replayed_answer_are_sent_again_under_a_derived_key():

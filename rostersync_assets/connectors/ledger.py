@@ -76,7 +76,9 @@ ledger_batches = sa.Table(
 ledger_entries = sa.Table(
     "ledger_entries",
     _metadata,
-    sa.Column("batch_id", _ROW_ID, sa.ForeignKey("ledger_batches.id"), primary_key=True),
+    # ledger_batches.id. Not declared a FOREIGN KEY: PostgreSQL would check it with a trigger per row, and
+    # every entry is written in the transaction that writes its batch row, from that row's returned id.
+    sa.Column("batch_id", _ROW_ID, primary_key=True),
     sa.Column("position", sa.Integer, primary_key=True),  # the record's place in the batch's request
     sa.Column("source_file", sa.Text, nullable=False),
     sa.Column("source_line", sa.Integer, nullable=False),
@@ -300,10 +302,16 @@ class SyncLedger:
         """
         now = _now()
         rows = [_batch_rows(context, changes, statuses, now) for context, changes, statuses in batches]
+        if not rows:
+            return 0
         with self._engine.begin() as conn:
-            for batch, entries, upserts, deactivations in rows:
-                batch_id = conn.execute(ledger_batches.insert(), batch).inserted_primary_key[0]
-                self._insert_entries.execute(conn, [(batch_id, *entry) for entry in entries])
+            # One statement for all batch rows (ids back in the order given), one for all their entries.
+            insert = ledger_batches.insert().returning(ledger_batches.c.id, sort_by_parameter_order=True)
+            batch_ids = conn.execute(insert, [batch for batch, _, _, _ in rows]).scalars().all()
+            self._insert_entries.execute(
+                conn, [(batch_id, *entry) for batch_id, (_, entries, _, _) in zip(batch_ids, rows) for entry in entries]
+            )
+            for upserts, deactivations in _merged_state_rows([(u, d) for _, _, u, d in rows]):
                 self._upsert_state.execute(conn, upserts)
                 self._deactivate_state.execute(conn, deactivations)
         return sum(len(upserts) + len(deactivations) for _, _, upserts, deactivations in rows)
@@ -391,10 +399,9 @@ def _batch_rows(
     if len(changes) != len(statuses):
         raise ValueError(f"{len(changes)} changes but {len(statuses)} LMS results")
     entity_file = f"{context.entity}.csv"
-    entries = []
-    # By sourcedId: one statement may not upsert a row twice (PostgreSQL refuses); the last change wins.
-    upserts: dict[str, tuple] = {}
-    deactivations: dict[str, tuple] = {}
+    entries: list[tuple] = []
+    upserts: list[tuple] = []
+    deactivations: list[tuple] = []
     for position, (change, (status, error)) in enumerate(zip(changes, statuses)):
         entries.append((
             position, change.source_file or entity_file, change.line, change.sourced_id, change.op,
@@ -403,17 +410,37 @@ def _batch_rows(
         if status not in ACKNOWLEDGED:
             continue
         deactivating = change.lms_op == "deactivate"
-        (deactivations if deactivating else upserts)[change.sourced_id] = (
+        (deactivations if deactivating else upserts).append((
             context.district, context.entity, change.sourced_id,
             change.hash_before if deactivating else change.hash_after,
             0 if deactivating else 1, context.delivery_id, now, change.school, change.natural_key,
-        )
+        ))
     batch = {
         "at": now, "run_id": context.run_id, "district": context.district, "delivery_id": context.delivery_id,
         "archive_uri": context.archive_uri, "archive_sha256": context.archive_sha256, "entity": context.entity,
         "idempotency_key": context.idempotency_key,
     }
-    return batch, entries, list(upserts.values()), list(deactivations.values())
+    return batch, entries, upserts, deactivations
+
+
+def _merged_state_rows(batches: Sequence[tuple[list[tuple], list[tuple]]]) -> list[tuple[list[tuple], list[tuple]]]:
+    """The batches' (upserts, deactivations) state rows in as few statements as give the same result.
+
+    Consecutive batches merge while no record is upserted by one and deactivated by another (then
+    the order of the two statements does not matter); a record written twice keeps its last row (one
+    statement may not upsert a row twice: PostgreSQL refuses).
+    """
+    merged: list[tuple[dict, dict]] = [({}, {})]
+    for upserts, deactivations in batches:
+        current_upserts, current_deactivations = merged[-1]
+        upsert_keys = {row[:3] for row in upserts}  # (district, entity, sourcedId)
+        deactivation_keys = {row[:3] for row in deactivations}
+        if upsert_keys & current_deactivations.keys() or deactivation_keys & current_upserts.keys():
+            merged.append(({}, {}))
+            current_upserts, current_deactivations = merged[-1]
+        current_upserts.update((row[:3], row) for row in upserts)
+        current_deactivations.update((row[:3], row) for row in deactivations)
+    return [(list(upserts.values()), list(deactivations.values())) for upserts, deactivations in merged]
 
 
 def _now() -> str:

@@ -8,9 +8,10 @@ the loop here keeps its rules testable on their own:
   acknowledged and recorded, so parents are written before children. Within a group up to
   `concurrency` batches are in flight at once.
 - Batches' outcomes are handed to `record` (one atomic ledger write that also advances the sync
-  state) on the calling thread as they arrive: every batch answered since the last write goes in the
-  same write, so when the ledger is slower than the LMS, one commit serves several batches (with
-  random sourcedIds each commit rewrites a page per record per index: fewer commits, fewer pages).
+  state) on a writer thread of their own, so the LMS and the ledger work at the same time: every
+  batch answered since the last write goes in the next one, so when the ledger is slower than the
+  LMS, one commit serves several batches (with random sourcedIds each commit rewrites a page per
+  record per index: fewer commits, fewer pages).
 - The idempotency key is derived from district, delivery, entity and the batch's content, not its
   position: a resumed run re-plans only what was not acknowledged, and because every batch but a
   group's last is full, dropping whole acknowledged batches leaves the others cut exactly as before,
@@ -211,58 +212,98 @@ def push_changes(
 ) -> PushSummary:
     """Send batches (up to `concurrency` at once within a group), recording outcomes as they arrive.
 
-    `send` runs on worker threads and must be thread-safe; `record` runs on the calling thread and
-    must write all the (batch, statuses) it is given atomically.
+    `send` runs on worker threads and must be thread-safe. `record` runs on a writer thread of its
+    own, one call at a time, and must write all the (batch, statuses) it is given atomically.
     When a batch fails for good, no further batch is sent, the ones in flight are awaited and
     recorded (they may have been applied), and the first error is raised: all acknowledged work
-    is kept for the next run.
+    is kept for the next run. When a write fails, nothing more is sent or written and its error is
+    raised: the batches it held are re-sent by the next run under the same keys and replayed.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     summary = PushSummary()
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="lms-push") as pool:
+    with (
+        ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="lms-push") as pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-write") as writer,
+    ):
         for group in _groups(batches):
-            _push_group(group, pool, concurrency, send, record, summary)
+            _GroupPush(group, pool, writer, concurrency, send, record, summary).run()
     return summary
 
 
-def _push_group(
-    group: Iterator[PlannedBatch],
-    pool: ThreadPoolExecutor,
-    concurrency: int,
-    send: Callable[[PlannedBatch], BatchAnswer],
-    record: Callable[[Sequence[Exchange]], None],
-    summary: PushSummary,
-) -> None:
-    """One group to the end (or to its first failure): every batch sent has been recorded on return.
+class _GroupPush:
+    """One group to the end (or to its first failure): every batch sent has been recorded when `run` returns.
 
-    Finished batches are replaced by new ones before they are recorded, so the LMS works on the next
-    batches while this thread writes the ledger (recording them first left the LMS idle meanwhile).
+    The LMS and the ledger work at the same time: answered batches wait for the writer thread, which
+    takes all of them in its next write (one commit for several batches when the ledger is the slower
+    side), while this thread keeps `concurrency` batches at the LMS. Besides the write in progress, at
+    most `concurrency` answered batches wait for the ledger: beyond that no new batch is sent, so a
+    slow ledger slows the sync instead of piling up applied-but-unrecorded batches.
     """
-    in_flight: set[Future[list[Exchange]]] = set()
-    failure: BaseException | None = None
 
-    def refill() -> None:
-        while failure is None and len(in_flight) < concurrency:
-            batch = next(group, None)
+    def __init__(
+        self,
+        group: Iterator[PlannedBatch],
+        pool: ThreadPoolExecutor,
+        writer: ThreadPoolExecutor,
+        concurrency: int,
+        send: Callable[[PlannedBatch], BatchAnswer],
+        record: Callable[[Sequence[Exchange]], None],
+        summary: PushSummary,
+    ) -> None:
+        self._group, self._pool, self._writer = group, pool, writer
+        self._concurrency, self._send, self._record, self._summary = concurrency, send, record, summary
+        self._in_flight: set[Future[list[Exchange]]] = set()
+        self._answered: list[list[Exchange]] = []  # waiting for the next write
+        self._writing: Future[None] | None = None
+        self._written: list[list[Exchange]] = []  # what the write in progress holds
+        self._failure: BaseException | None = None
+        self._write_failed = False
+
+    def run(self) -> None:
+        self._refill()
+        while self._in_flight or self._writing is not None:
+            waiting = self._in_flight | ({self._writing} if self._writing is not None else set())
+            done, _ = wait(waiting, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future is self._writing:
+                    self._write_done(future)
+                else:
+                    self._answer(future)  # type: ignore[arg-type]
+            self._start_write()  # before refilling: what it takes frees room for new batches
+            self._refill()
+        if self._failure is not None:
+            raise self._failure
+
+    def _refill(self) -> None:
+        while self._failure is None and len(self._in_flight) < self._concurrency and len(self._answered) < self._concurrency:
+            batch = next(self._group, None)
             if batch is None:
                 return
-            in_flight.add(pool.submit(_exchange, batch, send))
+            self._in_flight.add(self._pool.submit(_exchange, batch, self._send))
 
-    refill()
-    while in_flight:
-        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-        finished: list[list[Exchange]] = []
-        for future in done:
-            try:
-                finished.append(future.result())
-            except Exception as exc:  # kept, and raised once the batches in flight are recorded
-                failure = failure or exc
-        refill()
-        if finished:
-            record([exchange for exchanges in finished for exchange in exchanges])
-        for exchanges in finished:
+    def _answer(self, future: Future[list[Exchange]]) -> None:
+        self._in_flight.discard(future)
+        try:
+            self._answered.append(future.result())
+        except Exception as exc:  # kept, and raised once the batches in flight are recorded
+            self._failure = self._failure or exc
+
+    def _start_write(self) -> None:
+        if self._writing is None and self._answered and not self._write_failed:
+            self._written, self._answered = self._answered, []
+            exchanges = [exchange for exchanges in self._written for exchange in exchanges]
+            self._writing = self._writer.submit(self._record, exchanges)
+
+    def _write_done(self, future: Future[None]) -> None:
+        self._writing = None
+        written, self._written = self._written, []
+        try:
+            future.result()
+        except Exception as exc:  # nothing more is sent or written
+            self._failure = self._failure or exc
+            self._write_failed = True
+            return
+        for exchanges in written:
             for index, (sent, statuses) in enumerate(exchanges):
-                summary.add(sent, statuses, final=index == len(exchanges) - 1)
-    if failure is not None:
-        raise failure
+                self._summary.add(sent, statuses, final=index == len(exchanges) - 1)
