@@ -244,7 +244,7 @@ def _apply_operations(
 ) -> list[dict[str, str]]:
     """Apply the operations in order inside the batch's transaction; returns their result objects.
 
-    The records a batch names are read in one query and written in one executemany (a row per
+    The records a batch names are read in one query and written in one upsert statement (a row per
     operation cost more than the HTTP around it); `state` follows the batch as it goes, so an
     operation sees what the earlier ones of the same batch did. Operations on a `rejected`
     sourcedId (an injected fault) get an error and change nothing, like those with a `problems` entry
